@@ -1,0 +1,113 @@
+"""Bake the template with named option combinations and run commands inside the generated projects."""
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TEMPLATE = Path(__file__).resolve().parents[1]
+PROJECT_TEMPLATE = TEMPLATE / "{{cookiecutter.project_slug}}"
+
+# Named answer sets: each exercises one option against the defaults.
+COMBINATIONS: dict[str, dict[str, str]] = {
+    "defaults": {},
+    "cloud-aws": {"default_cloud": "aws"},
+    "cloud-azure": {"default_cloud": "azure"},
+    "cloud-kubernetes": {"default_cloud": "kubernetes"},
+    "python-3.11": {"python_version": "3.11"},
+    "python-3.13": {"python_version": "3.13"},
+    "no-github-actions": {"include_github_actions": "n"},
+    "local-checkpoint-and-data": {"model_checkpoint": "/srv/models/bert-base", "dataset": "./data/reviews.csv"},
+    "apache-license": {"license": "Apache-2.0"},
+    "bsd-license": {"license": "BSD-3-Clause"},
+    "proprietary": {"license": "Proprietary"},
+    "custom-names": {
+        "project_name": "Review Triage",
+        "package_name": "triage",
+        "description": 'Sorts "urgent" reviews',
+        "author_name": "Zoë O'Brien",
+        "image_registry": "registry.example.com:5000/ml",
+        "version": "1.2.0rc1",
+    },
+}
+
+
+def uv_binary() -> str:
+    """A real uv binary: pyenv's shim fails inside a project whose .python-version names another pyenv Python."""
+    found = os.environ.get("UV") or shutil.which("uv")
+    if found is None:
+        pytest.fail("uv is not on PATH (install it, or set UV=/path/to/uv)")
+    if "/shims/" in found:
+        found = subprocess.run(["pyenv", "which", "uv"], capture_output=True, text=True, check=True).stdout.strip()
+    return found
+
+
+def project_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Offline, quiet, and every pyenv Python visible so uv finds the version a bake asks for."""
+    env = dict(os.environ)
+    env.pop("VIRTUAL_ENV", None)  # the template's own venv must not leak into a generated project's uv
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", UV_PYTHON_DOWNLOADS="never", UV_NO_PROGRESS="1")
+    if shutil.which("pyenv"):
+        versions = subprocess.run(["pyenv", "versions", "--bare"], capture_output=True, text=True).stdout.split()
+        env["PYENV_VERSION"] = ":".join(v for v in versions if v.startswith("3."))
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class BakedProject:
+    path: Path
+    context: dict[str, Any]
+
+    @property
+    def package(self) -> str:
+        return str(self.context["package_name"])
+
+    def files(self) -> set[str]:
+        return {str(p.relative_to(self.path)) for p in self.path.rglob("*") if p.is_file() and ".venv" not in p.parts}
+
+    def run(self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        """Run `args` in the project; uv's own name is replaced by the real binary."""
+        command = [uv_binary(), *args[1:]] if args[0] == "uv" else list(args)
+        return subprocess.run(
+            command, cwd=self.path, env=project_env(env), capture_output=True, text=True, timeout=timeout
+        )
+
+    def run_ok(self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 900) -> str:
+        done = self.run(*args, env=env, timeout=timeout)
+        assert done.returncode == 0, f"{' '.join(args)} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        return done.stdout
+
+
+@pytest.fixture
+def bake(cookies: Any) -> Iterator[Any]:
+    def _bake(**answers: str) -> BakedProject:
+        result = cookies.bake(extra_context=answers)
+        assert result.exit_code == 0, f"bake failed: {result.exception}"
+        return BakedProject(Path(result.project_path), dict(result.context))
+
+    yield _bake
+
+
+@pytest.fixture(scope="session")
+def session_bake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Bake once per session per answer set, for the slow tests that sync an environment."""
+    from cookiecutter.main import cookiecutter
+
+    baked: dict[str, BakedProject] = {}
+
+    def _bake(name: str) -> BakedProject:
+        if name not in baked:
+            out = tmp_path_factory.mktemp(name)
+            answers = COMBINATIONS[name]
+            path = cookiecutter(str(TEMPLATE), no_input=True, extra_context=answers, output_dir=str(out))
+            context = {"package_name": Path(path, "src").iterdir().__next__().name, **answers}
+            baked[name] = BakedProject(Path(path), context)
+        return baked[name]
+
+    yield _bake

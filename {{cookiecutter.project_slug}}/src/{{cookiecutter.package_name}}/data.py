@@ -1,0 +1,143 @@
+"""The labelled text dataset: load it from the Hub or a local file/folder, pick splits and labels, tokenize."""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+from transformers import PreTrainedTokenizerBase
+
+from {{ cookiecutter.package_name }}.settings import DataSettings, is_local_reference
+
+# datasets' builder for each local file type
+BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+EVAL_SPLIT_PREFERENCE = ("test", "validation")
+
+
+class DataError(Exception):
+    """A problem with the dataset or its settings, phrased for a person in one line."""
+
+
+@dataclass(frozen=True)
+class LabelledSplits:
+    train: datasets.Dataset
+    eval: datasets.Dataset
+    label_names: list[str]
+
+
+def _load_local(path: Path) -> datasets.DatasetDict:
+    if not path.exists():
+        raise DataError(f"data.dataset: local path {path} does not exist")
+    if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
+        loaded = datasets.load_from_disk(str(path))  # a save_to_disk folder
+        return loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict({"train": loaded})
+    if path.is_dir():
+        return _as_dict(datasets.load_dataset(str(path)))  # splits from file names: train.csv, test.csv, ...
+    builder = BUILDERS.get(path.suffix.lower())
+    if builder is None:
+        raise DataError(f"data.dataset: {path} is not a {', '.join(BUILDERS)} file or a dataset folder")
+    return _as_dict(datasets.load_dataset(builder, data_files={"train": str(path)}))
+
+
+def _as_dict(loaded: Any) -> datasets.DatasetDict:
+    if not isinstance(loaded, datasets.DatasetDict):
+        raise DataError(f"expected a dataset with named splits, got {type(loaded).__name__}")
+    return loaded
+
+
+def load_splits(settings: DataSettings) -> datasets.DatasetDict:
+    """All splits of the dataset, from a local path or the Hugging Face Hub."""
+    try:
+        if is_local_reference(settings.dataset):
+            return _load_local(Path(settings.dataset).expanduser())
+        return _as_dict(datasets.load_dataset(settings.dataset, settings.config_name))
+    except DataError:
+        raise
+    except Exception as error:  # datasets raises many types; the person needs the dataset and the reason
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DataError(f"data.dataset: cannot load {settings.dataset!r}: {reason}") from error
+
+
+def _pick_eval(
+    splits: datasets.DatasetDict, settings: DataSettings, seed: int
+) -> tuple[datasets.Dataset, datasets.Dataset]:
+    train = _split(splits, settings.train_split, "data.train_split")
+    if settings.eval_split is not None:
+        return train, _split(splits, settings.eval_split, "data.eval_split")
+    for name in EVAL_SPLIT_PREFERENCE:
+        if name in splits and name != settings.train_split:
+            return train, splits[name]
+    if len(train) < 2:
+        raise DataError(f"split {settings.train_split!r} has {len(train)} row(s): too few to carve an eval split from")
+    carved = train.train_test_split(test_size=settings.eval_fraction, seed=seed)
+    return carved["train"], carved["test"]
+
+
+def _split(splits: datasets.DatasetDict, name: str, field: str) -> datasets.Dataset:
+    if name not in splits:
+        raise DataError(f"{field}: unknown split {name!r}; the dataset has: {', '.join(splits)}")
+    return splits[name]
+
+
+def _subset(split: datasets.Dataset, limit: int | None, seed: int) -> datasets.Dataset:
+    # Shuffle before cutting: Hub datasets are often sorted by label (imdb is).
+    if limit is None or limit >= len(split):
+        return split
+    return split.shuffle(seed=seed).select(range(limit))
+
+
+def _label_names(train: datasets.Dataset, settings: DataSettings) -> list[str]:
+    feature = train.features[settings.label_column]
+    if isinstance(feature, datasets.ClassLabel):
+        return list(settings.label_names or feature.names)
+    if settings.label_names:
+        return list(settings.label_names)
+    return [str(value) for value in sorted(set(train[settings.label_column]))]
+
+
+def _encode_labels(split: datasets.Dataset, column: str, names: list[str], which: str) -> datasets.Dataset:
+    """Labels as ids 0..n-1: ids stay ids (checked), names become their index in `names`."""
+    index = {name: i for i, name in enumerate(names)}
+    values = set(split[column])
+    if all(isinstance(value, int) and not isinstance(value, bool) for value in values):
+        bad = sorted(value for value in values if not 0 <= value < len(names))
+        if bad:
+            raise DataError(f"{which} labels {bad[:5]} in column {column!r} are outside 0..{len(names) - 1} ({names})")
+        return split
+    unknown = sorted(str(value) for value in values if str(value) not in index)
+    if unknown:
+        raise DataError(f"{which} labels {unknown[:5]} in column {column!r} are not among the label names {names}")
+    return split.map(lambda row: {column: index[str(row[column])]}, desc=f"label ids ({which})")
+
+
+def prepare(settings: DataSettings, seed: int) -> LabelledSplits:
+    """Train and eval splits with checked columns and labels as ids, subset as the settings ask."""
+    splits = load_splits(settings)
+    train, evaluation = _pick_eval(splits, settings, seed)
+    for column, field in ((settings.text_column, "data.text_column"), (settings.label_column, "data.label_column")):
+        if column not in train.column_names:
+            raise DataError(f"{field}: no column {column!r}; the dataset has: {', '.join(train.column_names)}")
+    train = _subset(train, settings.max_train_samples, seed)
+    evaluation = _subset(evaluation, settings.max_eval_samples, seed)
+    for split, which in ((train, "train"), (evaluation, "eval")):
+        if len(split) == 0:
+            raise DataError(f"data.dataset: the {which} split of {settings.dataset!r} is empty")
+    names = _label_names(train, settings)
+    if len(names) < 2:
+        raise DataError(f"data.label_column: {settings.label_column!r} holds {len(names)} distinct label(s); need 2+")
+    train = _encode_labels(train, settings.label_column, names, "train")
+    evaluation = _encode_labels(evaluation, settings.label_column, names, "eval")
+    return LabelledSplits(train=train, eval=evaluation, label_names=names)
+
+
+def tokenize(
+    split: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, settings: DataSettings, max_length: int
+) -> datasets.Dataset:
+    """Token ids and `labels`; padding is left to the collator (dynamic, per batch). datasets caches the result."""
+
+    def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
+        encoded = dict(tokenizer(batch[settings.text_column], truncation=True, max_length=max_length))
+        encoded["labels"] = batch[settings.label_column]
+        return encoded
+
+    return split.map(encode, batched=True, remove_columns=split.column_names, desc="tokenize")
