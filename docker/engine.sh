@@ -32,8 +32,8 @@ install_packages() {
   command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
   ((${#missing[@]})) || return 0
   # Another apt run (e.g. a background install) holds the dpkg lock: wait for it.
-  local i
-  for i in $(seq 1 300); do
+  local _
+  for _ in $(seq 1 300); do
     pgrep -x apt-get >/dev/null || pgrep -x dpkg >/dev/null || break
     sleep 1
   done
@@ -113,8 +113,8 @@ stop() {
   fi
   kill -TERM "$pid"
   # dockerd stops its containers and containerd on SIGTERM; give it time, then force.
-  local i
-  for i in $(seq 1 150); do alive "$pid" || break; sleep 0.2; done
+  local _
+  for _ in $(seq 1 150); do alive "$pid" || break; sleep 0.2; done
   if alive "$pid"; then echo "engine.sh: dockerd $pid ignored SIGTERM; killing" >&2; kill -KILL "$pid" || true; fi
   rm -f "$PID_FILE"
   clean_stale_pidfiles

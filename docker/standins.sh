@@ -68,11 +68,10 @@ SECURITY_MIRROR=${SECURITY_MIRROR:-${MIRROR%/debian}/debian-security}
 
 cleanup_rootfs() {
   # debootstrap mounts proc/sys inside the target; never delete through a live mount.
-  local r=$1 m
+  local r=$1
   [[ -d $r ]] || return 0
-  for m in $(awk -v r="$r" '$2 == r || index($2, r "/") == 1 { print $2 }' /proc/mounts | sort -r); do
-    umount -l "$m" || true
-  done
+  awk -v r="$r" '$2 == r || index($2, r "/") == 1 { print $2 }' /proc/mounts | sort -r |
+    while read -r m; do umount -l "$m" || true; done
   rm -rf --one-file-system "$r"
 }
 
@@ -180,20 +179,20 @@ build_debian_python() {
   copy_base "$r"
   [[ -x $r/usr/bin/python$ver ]] || die "bookworm's python3 is not $ver"
   # The official image is not "externally managed": pip/uv install into it without --break-system-packages.
-  rm -f "$r"/usr/lib/python$ver/EXTERNALLY-MANAGED
+  rm -f "$r"/usr/lib/python"$ver"/EXTERNALLY-MANAGED
   # pip + setuptools like the official image, from Debian's bundled wheels (Debian's ensurepip refuses
   # the system python); they land in /usr/local. env -i: keep the host's PIP_* settings out.
-  local whl; whl=$(cd "$r/usr/share/python-wheels" && ls pip-*.whl | head -n 1)
+  local whl; whl=$(find "$r/usr/share/python-wheels" -maxdepth 1 -name 'pip-*.whl' -printf '%f\n' | head -n 1)
   env -i PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
-    chroot "$r" /usr/bin/python$ver "/usr/share/python-wheels/$whl/pip" install --quiet --no-index --no-compile \
+    chroot "$r" "/usr/bin/python$ver" "/usr/share/python-wheels/$whl/pip" install --quiet --no-index --no-compile \
       --root-user-action=ignore --no-warn-script-location --find-links /usr/share/python-wheels pip setuptools >&2 ||
     die "installing pip into $r failed"
   find "$r/usr/local/lib" -name __pycache__ -type d -prune -exec rm -rf {} +
-  ln -sfn /usr/bin/python$ver "$r/usr/local/bin/python$ver"
-  ln -sfn python$ver "$r/usr/local/bin/python3"
+  ln -sfn "/usr/bin/python$ver" "$r/usr/local/bin/python$ver"
+  ln -sfn "python$ver" "$r/usr/local/bin/python3"
   ln -sfn python3 "$r/usr/local/bin/python"
   [[ -e $r/usr/local/bin/pip ]] || ln -sfn pip3 "$r/usr/local/bin/pip"
-  local full; full=$(env -i /usr/sbin/chroot "$r" /usr/bin/python$ver -c 'import platform; print(platform.python_version())')
+  local full; full=$(env -i /usr/sbin/chroot "$r" "/usr/bin/python$ver" -c 'import platform; print(platform.python_version())')
   import_rootfs "$r" "$tag" "$full"
   cleanup_rootfs "$r"
   check_python_image "$tag"
@@ -203,17 +202,22 @@ build_debian_python() {
 # 12 against bookworm's libs) into /usr/local, where the official image keeps its own build.
 build_pyenv_python() {
   local ver=$1 tag=python:$1-slim-bookworm r=$WORK/rootfs-py$1 src full
-  src=$(ls -d "$PYENV_ROOT"/versions/"$ver".* 2>/dev/null | grep -E "/$ver\.[0-9]+$" | sort -V | tail -n 1 || true)
+  local d; src=
+  for d in "$PYENV_ROOT"/versions/"$ver".*; do   # newest final release, e.g. 3.12.1 (not 3.12-dev, 3.12.0rc1)
+    [[ ${d##*/} =~ ^"$ver"\.[0-9]+$ ]] || continue
+    [[ -z $src ]] || [[ $(printf '%s\n%s\n' "${src##*/}" "${d##*/}" | sort -V | tail -n 1) == "${d##*/}" ]] && src=$d
+  done
   [[ -n $src && -x $src/bin/python$ver ]] ||
     die "no CPython $ver under $PYENV_ROOT/versions (needed for $tag; e.g. 'pyenv install $ver')"
   full=${src##*/}
   copy_base "$r"
   # Drop Debian's python3 (the official image has only its own CPython, in /usr/local).
-  local deb_py
-  deb_py=$(env -i /usr/sbin/chroot "$r" dpkg-query -W -f '${db:Status-Abbrev}${Package}\n' 'python3*' 'libpython3*' 2>/dev/null |
-    awk '/^ii/ { print substr($0, 4) }' || true)
-  [[ -z $deb_py ]] || env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin /usr/sbin/chroot "$r" dpkg --purge $deb_py >"$WORK/purge.log" 2>&1 ||
-    die "dpkg --purge of Debian's python3 failed; log: $WORK/purge.log"
+  local deb_py=()
+  # shellcheck disable=SC2016  # dpkg-query format, not shell
+  mapfile -t deb_py < <(env -i /usr/sbin/chroot "$r" dpkg-query -W -f '${db:Status-Abbrev}${Package}\n' \
+    'python3*' 'libpython3*' 2>/dev/null | awk '/^ii/ { print substr($0, 4) }')
+  ((${#deb_py[@]} == 0)) || env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin /usr/sbin/chroot "$r" dpkg --purge "${deb_py[@]}" \
+    >"$WORK/purge.log" 2>&1 || die "dpkg --purge of Debian's python3 failed; log: $WORK/purge.log"
   rm -rf "$r"/usr/local/lib/python3* "$r"/usr/local/bin/pip*
   [[ ! -e $r/usr/bin/python3 && ! -e $r/usr/lib/python3 ]] || die "could not remove Debian's python3 from $r"
   local dst=$r/usr/local
@@ -233,7 +237,7 @@ build_pyenv_python() {
   ldconfig -r "$r"   # libpython in /usr/local/lib; the binary's RPATH still names pyenv's dir (harmless)
   # A pristine pip from CPython's own bundled wheel, like the official image.
   env -i PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
-    /usr/sbin/chroot "$r" /usr/local/bin/python$ver -m ensurepip --default-pip >"$WORK/ensurepip.log" 2>&1 ||
+    /usr/sbin/chroot "$r" "/usr/local/bin/python$ver" -m ensurepip --default-pip >"$WORK/ensurepip.log" 2>&1 ||
     die "ensurepip failed in $r; log: $WORK/ensurepip.log"
   find "$dst/lib/python$ver/site-packages" -name __pycache__ -type d -prune -exec rm -rf {} +
   import_rootfs "$r" "$tag" "$full"

@@ -59,6 +59,12 @@ def project_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Bakes run the post-gen hook in this process's environment: let its `uv lock` find uv and every Python."""
+    os.environ.update({k: v for k, v in project_env().items() if k in ("PYENV_VERSION", "UV_PYTHON_DOWNLOADS")})
+    os.environ["PATH"] = f"{Path(uv_binary()).parent}{os.pathsep}{os.environ['PATH']}"
+
+
 @dataclass
 class BakedProject:
     path: Path

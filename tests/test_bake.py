@@ -40,6 +40,7 @@ DEFAULT_FILES = {
     "tests/conftest.py",
     "tests/test_settings.py",
     "tests/test_train.py",
+    "tests/tiny.py",
 }
 UNRENDERED = re.compile(r"(?<!\$)\{\{|\{%")
 

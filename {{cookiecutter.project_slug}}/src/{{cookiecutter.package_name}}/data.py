@@ -107,7 +107,7 @@ def _encode_labels(split: datasets.Dataset, column: str, names: list[str], which
     unknown = sorted(str(value) for value in values if str(value) not in index)
     if unknown:
         raise DataError(f"{which} labels {unknown[:5]} in column {column!r} are not among the label names {names}")
-    return split.map(lambda row: {column: index[str(row[column])]}, desc=f"label ids ({which})")
+    return split.cast_column(column, datasets.ClassLabel(names=names))  # names → their ids
 
 
 def prepare(settings: DataSettings, seed: int) -> LabelledSplits:

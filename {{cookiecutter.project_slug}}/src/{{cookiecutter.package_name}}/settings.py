@@ -87,8 +87,8 @@ class TrainingSettings(Section):
 
 class ServingSettings(Section):
     model_dir: Path = Path("models/sentiment")
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
+    host: Literal["127.0.0.1", "0.0.0.0", "::"] = "127.0.0.1"  # noqa: S104 - the addresses LitServe accepts
+    port: int = Field(8000, ge=1024, le=65535)  # LitServe refuses privileged ports
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_batch_size: int = Field(8, ge=1, le=1024)
     batch_timeout: float = Field(0.01, ge=0, le=10)
@@ -107,6 +107,11 @@ class ImageSettings(Section):
         repository = f"{self.registry}/{self.name}" if self.registry else self.name
         return f"{repository}:{self.tag}"
 
+    @property
+    def cloud_reference(self) -> str:
+        """The `cloud` stage's image (what SkyPilot runs): the runtime reference with a `-cloud` tag suffix."""
+        return f"{self.reference}-cloud"
+
 
 class CloudSettings(Section):
     cloud: Literal["gcp", "aws", "azure", "kubernetes"]
@@ -117,8 +122,9 @@ class CloudSettings(Section):
     disk_size: int = Field(100, ge=10)
     use_spot: bool = False
     num_nodes: int = Field(1, ge=1)
-    idle_minutes_to_autostop: int = Field(30, ge=0)
-    bucket: str = Field(min_length=3)
+    idle_minutes_to_autostop: int | None = Field(30, ge=0)  # None: the cluster runs until `sky down`
+    # A bucket name valid on GCS, S3 and Azure alike (most clouds make it globally unique: pick your own).
+    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 
 
 class Settings(BaseSettings):

@@ -1,0 +1,27 @@
+"""A generated project's own tasks pass: `uv sync`, then `uv run lint`, `uv run typecheck`, `uv run test`."""
+
+import os
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+# The default bake and a variant on another Python; each runs its whole suite, container tests included.
+CHECKED = ["defaults", "python-3.11"]
+
+
+@pytest.mark.parametrize("name", CHECKED)
+def test_generated_project_checks_pass(session_bake, name: str) -> None:
+    project = session_bake(name)
+    project.run_ok("uv", "sync", "--locked", timeout=1200)
+    tasks = project.run_ok("uv", "run", "task", "--list")
+    for task in ("lint", "format", "typecheck", "test", "check", "train-local", "train-cloud", "serve", "build-image"):
+        assert any(line.split()[0] == task for line in tasks.splitlines() if line.strip()), task
+    project.run_ok("uv", "run", "lint")
+    project.run_ok("uv", "run", "typecheck")
+    # Container tests must run, not skip, where CI provides a Docker engine.
+    strict = ["-W", "error::pytest.PytestUnknownMarkWarning"]
+    output = project.run_ok("uv", "run", "test", "-p", "no:cacheprovider", *strict, "-rs", timeout=3600)
+    if os.environ.get("REQUIRE_DOCKER") == "1":
+        assert "SKIPPED" not in output, output[-3000:]
+    assert " passed" in output
