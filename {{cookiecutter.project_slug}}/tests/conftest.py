@@ -37,5 +37,11 @@ def run(*command: str, env: Mapping[str, str] | None = None, timeout: float = 60
     """Run one of the project's commands (a script in the environment, e.g. "train-local") from the project root."""
     program = str(BIN / command[0]) if (BIN / command[0]).exists() else command[0]
     return subprocess.run(
-        [program, *command[1:]], cwd=PROJECT, env=offline_env(env), capture_output=True, text=True, timeout=timeout
+        [program, *command[1:]],
+        cwd=PROJECT,
+        env=offline_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )

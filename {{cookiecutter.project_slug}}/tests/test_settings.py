@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from {{ cookiecutter.package_name }}.settings import DEFAULT_CONFIG, SettingsError, load_settings
+
 from tests.conftest import ENV_PREFIX, PROJECT, run
 
 SETTINGS_FILE = PROJECT / DEFAULT_CONFIG

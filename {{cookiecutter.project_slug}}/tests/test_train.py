@@ -107,7 +107,7 @@ def test_two_cpu_processes_train_one_model(tiny_checkpoint: Path, review_data: P
     assert final_models == [tmp_path / "model.safetensors"]
     assert done.stdout.count("saved the model to") == 1
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["global_step"] == 14  # 200 rows over 2 processes × batch 16 = 7 steps per epoch
+    assert metrics["global_step"] == 14  # 200 rows over 2 processes x batch 16 = 7 steps per epoch
 
 
 @pytest.fixture(scope="module")

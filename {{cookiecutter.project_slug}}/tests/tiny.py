@@ -70,8 +70,8 @@ def build_tiny_classifier(folder: Path, num_labels: int = 2) -> Path:
         n_layers=2,
         n_heads=2,
         max_position_embeddings=64,
-        num_labels=num_labels,
     )
+    config.num_labels = num_labels
     DistilBertForSequenceClassification(config).save_pretrained(folder)
     fast.save_pretrained(folder)
     return folder

@@ -6,6 +6,8 @@ No web code here: the LitServe API (`serve.py`), the benchmark and notebooks all
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
 import torch
 from transformers import (
     AutoConfig,
@@ -17,7 +19,12 @@ from transformers import (
 )
 
 REQUIRED_FILES = ("config.json",)
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+)
 # Tokenizers without a real limit report this sentinel (int(1e30)) as their model_max_length.
 NO_TOKENIZER_LIMIT = 10**12
 
@@ -54,7 +61,7 @@ def check_model_dir(model_dir: Path) -> PretrainedConfig:
     if missing:
         raise ModelDirError(f"{model_dir} is not a saved model folder (missing {', '.join(missing)})")
     try:
-        config = AutoConfig.from_pretrained(model_dir)
+        config: PretrainedConfig = AutoConfig.from_pretrained(model_dir)
     except (OSError, ValueError) as error:
         raise ModelDirError(f"{model_dir / 'config.json'} is unreadable: {first_line(error)}") from error
     architectures = config.architectures or []
@@ -65,7 +72,8 @@ def check_model_dir(model_dir: Path) -> PretrainedConfig:
 
 def label_names(config: PretrainedConfig) -> list[str]:
     """Class names in class-index order."""
-    return [config.id2label[index] for index in range(config.num_labels)]
+    id2label: dict[Any, str] = dict(config.id2label or {})  # from_pretrained makes the keys ints
+    return [id2label[index] for index in range(len(id2label))]
 
 
 def first_line(error: Exception) -> str:
@@ -79,7 +87,8 @@ class Predictor:
     def __init__(
         self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_length: int, chunk_size: int = 64
     ) -> None:
-        self.model = model.eval()
+        self.model = model
+        self.model.train(False)  # inference: no dropout
         self.tokenizer = tokenizer
         self.labels = label_names(model.config)
         self.max_length = min(max_length, *self._model_limits())
@@ -107,7 +116,8 @@ class Predictor:
 
     @property
     def device(self) -> torch.device:
-        return self.model.device
+        device: torch.device = self.model.device
+        return device
 
     @torch.inference_mode()
     def predict(self, texts: Sequence[str]) -> list[Prediction]:

@@ -49,8 +49,9 @@ def last_checkpoint(checkpoints: Path) -> Path | None:
 
 
 def checkpoint_step(path: Path) -> int | None:
+    """The step of a complete checkpoint; the Trainer writes trainer_state.json last, so a save cut short has none."""
     step = path.name.removeprefix(CHECKPOINT_PREFIX)
-    return int(step) if step.isdigit() else None
+    return int(step) if step.isdigit() and (path / "trainer_state.json").is_file() else None
 
 
 def training_arguments(settings: TrainingSettings) -> TrainingArguments:

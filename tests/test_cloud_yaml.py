@@ -1,0 +1,129 @@
+"""sky_task.yaml and sky_serve.yaml, baked for every default_cloud, as SkyPilot 0.14.1 itself reads them.
+
+SkyPilot runs as a uv tool (never in an environment of ours: it pins click<8.2), offline and without credentials:
+`sky.Task.from_yaml` loads each file, and SkyPilot's CLI parses the plain commands the files' headers give
+(`sky launch`, `sky jobs launch`, `sky serve up`) up to the call that would reach its API server.
+"""
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import COMBINATIONS, BakedProject, project_env, uv_binary
+
+SKYPILOT = "skypilot==0.14.1"
+CASES = {
+    "gcp": {},
+    **{name.removeprefix("cloud-"): answers for name, answers in COMBINATIONS.items() if name.startswith("cloud-")},
+    "custom-names": COMBINATIONS["custom-names"],  # a registry with a port, a pre-release tag
+}
+STORES = {"gcp": ["GCS"], "aws": ["S3"], "azure": ["AZURE"], "kubernetes": []}  # kubernetes: SkyPilot picks
+UNRENDERED = re.compile(r"(?<!\$)\{\{|\{%|\{#")
+
+PROBE = r"""
+import json, sys
+import sky
+from sky.client.cli import command
+
+class Captured(Exception):
+    pass
+
+def capture(task_or_dag, *args, **kwargs):
+    raise Captured(task_or_dag)
+
+def facts(task):
+    rs = list(task.resources)
+    out = {
+        "name": task.name, "num_nodes": task.num_nodes, "run": task.run, "envs": dict(task.envs),
+        "secret_names": sorted(task.secrets),
+        "image_ids": sorted({str(v) for r in rs for v in (r.image_id or {}).values()}),
+        "clouds": sorted({str(r.cloud).lower() for r in rs if r.cloud}),
+        "accelerators": [r.accelerators for r in rs], "ports": [r.ports for r in rs],
+        "mounts": {path: {"name": s.name, "mode": s.mode.value, "stores": sorted(t.value for t in s.stores)}
+                   for path, s in task.storage_mounts.items()},
+    }
+    if task.service is not None:
+        out["service"] = {"path": task.service.readiness_path, "headers": task.service.readiness_headers}
+    return out
+
+sky.client.sdk.launch = sky.jobs.launch = sky.serve.up = capture
+results = []
+for request in json.load(sys.stdin):
+    if "yaml" in request:
+        results.append(facts(sky.Task.from_yaml(request["yaml"])))
+        continue
+    try:
+        command.cli.main(args=request["sky"], prog_name="sky", standalone_mode=False)
+        results.append({"error": "the command ended before it would launch"})
+    except Captured as done:
+        task_or_dag = done.args[0]
+        results.append(facts(task_or_dag.tasks[0] if hasattr(task_or_dag, "tasks") else task_or_dag))
+print("PROBE:" + json.dumps(results, default=str))
+"""
+REQUESTS = [
+    {"yaml": "sky_task.yaml"},
+    {"yaml": "sky_serve.yaml"},
+    {"sky": ["launch", "sky_task.yaml", "-c", "probe", "-i", "30"]},
+    {"sky": ["jobs", "launch", "sky_task.yaml"]},
+    {"sky": ["serve", "up", "sky_serve.yaml", "-n", "probe"]},
+]
+
+
+def skypilot_views(project: BakedProject, home: Path) -> list[dict[str, Any]]:
+    uv = uv_binary()
+    cache = subprocess.run([uv, "cache", "dir"], capture_output=True, text=True, check=True).stdout.strip()
+    env = project_env({"HOME": str(home), "UV_CACHE_DIR": cache, "SKYPILOT_DISABLE_USAGE_COLLECTION": "1"})
+    for name in ("HF_TOKEN", "LIT_SERVER_API_KEY", "SKYPILOT_DOCKER_USERNAME", "SKYPILOT_DOCKER_PASSWORD"):
+        env.pop(name, None)
+    done = subprocess.run(
+        [uv, "tool", "run", "--quiet", "--from", SKYPILOT, "python", "-c", PROBE],
+        input=json.dumps(REQUESTS),
+        cwd=project.path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("PROBE:")]
+    assert done.returncode == 0, f"SkyPilot rejected the YAML:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert lines, done.stdout[-3000:]
+    return json.loads(lines[0].removeprefix("PROBE:"))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_skypilot_reads_both_yaml_files(bake, case: str, tmp_path: Path) -> None:
+    project = bake(**CASES[case])
+    cloud = project.context["default_cloud"]
+    for name in ("sky_task.yaml", "sky_serve.yaml"):
+        text = (project.path / name).read_text()
+        assert not UNRENDERED.search(text), f"{name} has Jinja left after rendering"
+    settings = yaml.safe_load((project.path / "configs/settings.yaml").read_text())
+    image = settings["image"]
+    reference = f"{image['registry']}/{image['name']}:{image['tag']}"  # ImageSettings.reference
+    task, service, launch, job, serve_up = skypilot_views(project, tmp_path)
+
+    for view in (task, launch, job):
+        assert view["image_ids"] == [f"docker:{reference}-cloud"]  # the `cloud` stage, as build-image tags it
+        assert view["clouds"] == [cloud]
+        gpus = settings["cloud"]["accelerators"]  # e.g. "L4:1", or None for CPU only
+        assert view["accelerators"] == [None if gpus is None else {gpus.split(":")[0]: int(gpus.split(":")[1])}]
+        assert view["num_nodes"] == settings["cloud"]["num_nodes"]
+        assert view["run"].strip() == 'bash "$PROJECT_DIR/scripts/sky_run.sh"'
+        assert view["secret_names"] == ["HF_TOKEN"]
+    for view in (service, serve_up):
+        assert view["image_ids"] == [f"docker:{reference}"]  # the `runtime` stage
+        assert view["clouds"] == [cloud]
+        assert view["service"] == {"path": "/health", "headers": {"X-API-Key": ""}}
+        assert view["ports"] == [["8000"]]
+    for view in (task, service, launch, job, serve_up):
+        mount = view["mounts"]["/outputs"]
+        assert mount["name"] == settings["cloud"]["bucket"]
+        assert mount["stores"] == STORES[cloud]
+    assert task["mounts"]["/outputs"]["mode"] in ("MOUNT", "MOUNT_CACHED")
+    output_dir = task["envs"][f"{project.package.upper()}_TRAINING__OUTPUT_DIR"]
+    assert output_dir == f"/outputs/{settings['training']['output_dir']}"
+    assert service["envs"][f"{project.package.upper()}_SERVING__MODEL_DIR"] == output_dir

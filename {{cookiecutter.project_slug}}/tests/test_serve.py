@@ -1,0 +1,353 @@
+"""The LitServe API: request validation and the worker's batching in-process, then the real `serve` command on a
+loopback port with a model trained by `train-local`: answers, batching under concurrency, bad input, auth, fuzzing
+of its OpenAPI schema, and a SIGTERM that leaves no process behind."""
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from pydantic import ValidationError
+
+from {{ cookiecutter.package_name }}.serve import (
+    LIMITS,
+    Answer,
+    BatchPredictResponse,
+    PredictRequest,
+    PredictResponse,
+    TextClassifierAPI,
+)
+
+from tests.conftest import BIN, PROJECT, offline_env, run
+from tests.tiny import reviews
+
+STARTUP_TIMEOUT_S = 300  # importing torch in three processes on a busy 2-core CI runner
+STOP_TIMEOUT_S = 8
+MAX_TEXTS = 4
+MULTIPART = b"--x\r\nContent-Disposition: form-data; name=text\r\n\r\nthe film was great\r\n--x--\r\n"
+
+
+# --- in-process: the request model and the worker's batching, no server -----------------------------------------
+
+
+@pytest.fixture
+def limit_of_three(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(LIMITS, "max_texts", 3)
+
+
+@pytest.mark.usefixtures("limit_of_three")
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({}, "exactly one of"),
+        ({"text": "a", "texts": ["b"]}, "exactly one of"),
+        ({"text": None}, "exactly one of"),
+        ({"text": ""}, "at least 1 character"),
+        ({"text": "   "}, "at least 1 character"),
+        ({"text": 5}, "valid string"),
+        ({"texts": []}, "at least 1 item"),
+        ({"texts": ["a", 1]}, "valid string"),
+        ({"texts": ["a", "b", "c", "d"]}, "at most 3 texts per request"),
+        ({"text": "a", "language": "en"}, "Extra inputs are not permitted"),
+        ({"text": "x" * 100_001}, "at most 100000 characters"),
+    ],
+)
+def test_request_model_refuses(body: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        PredictRequest.model_validate(body)
+
+
+@pytest.mark.usefixtures("limit_of_three")
+def test_request_model_accepts_and_documents_the_limit() -> None:
+    assert PredictRequest.model_validate({"text": "  good  "}).text == "good"
+    assert PredictRequest.model_validate({"texts": ["a", "b", "c"]}).texts == ["a", "b", "c"]
+    schema = PredictRequest.model_json_schema()
+    assert schema["properties"]["texts"]["maxItems"] == 3
+    assert schema["properties"]["text"]["type"] == "string"  # null is accepted but not advertised
+    assert schema["oneOf"] == [{"required": ["text"]}, {"required": ["texts"]}]
+    assert schema["additionalProperties"] is False
+
+
+@pytest.mark.parametrize("max_batch_size", [1, 4])
+def test_worker_answers_each_request_of_a_batch(tiny_checkpoint: Path, max_batch_size: int) -> None:
+    api = TextClassifierAPI(tiny_checkpoint, max_length=64, max_batch_size=max_batch_size, batch_timeout=0)
+    api.setup("cpu")
+    requests = [PredictRequest(text="a great film"), PredictRequest(texts=["dull", "superb plot", "weak cast"])]
+    jobs = [api.decode_request(request) for request in requests]
+    if max_batch_size > 1:  # LitServe's batched loop: one predict call for the whole batch
+        answers: list[Answer] = api.predict(api.batch(jobs))
+    else:  # its single loop: one predict call per request
+        answers = [api.predict(job) for job in jobs]
+    single, batch = (api.encode_response(answer) for answer in answers)
+    assert isinstance(single, PredictResponse)
+    assert isinstance(batch, BatchPredictResponse)
+    assert len(batch.predictions) == 3
+    assert api.predictor is not None
+    expected = api.predictor.predict(["dull", "superb plot", "weak cast"])
+    for answered, alone in zip(batch.predictions, expected, strict=True):
+        assert answered.probabilities == pytest.approx(alone.probabilities, abs=1e-5)
+
+
+# --- the real server ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def stop(self) -> list[str]:
+        """SIGTERM to the leader only, as docker stop or systemd send it; the processes still alive after 8 s."""
+        self.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while (left := group_members(self.process.pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+            self.process.poll()  # reap the leader
+        return left
+
+    def kill(self) -> None:
+        if group_members(self.process.pid):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+
+def group_members(pgid: int) -> list[str]:
+    """Live processes of a process group, read from /proc (zombies hold nothing and are left out)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pid, rest = stat.read_text().split(" (", 1)
+            command, fields = rest.rsplit(") ", 1)
+        except (OSError, ValueError):
+            continue  # the process ended while we read
+        state, _parent, group = fields.split()[:3]
+        if int(group) == pgid and state != "Z":
+            members.append(f"{pid} {command}")
+    return members
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def start_server(model_dir: Path, log: Path, *flags: str, env: dict[str, str] | None = None) -> Server:
+    """`serve` (the console script `uv run serve` runs) in its own process group, once /health answers."""
+    port = free_port()
+    command = [str(BIN / "serve"), "--serving.model_dir", str(model_dir), "--serving.port", str(port), *flags]
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            command, cwd=PROJECT, env=offline_env(env), stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    server = Server(process, f"http://127.0.0.1:{port}", log)
+    headers = {"X-API-Key": (env or {}).get("LIT_SERVER_API_KEY", "")}
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            server.kill()
+            pytest.fail(f"serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{server.url}/health", headers=headers, timeout=2).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    server.kill()
+    pytest.fail(f"no /health within {STARTUP_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_checkpoint: Path, review_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model folder from `train-local` that tells positive from negative reviews."""
+    output = tmp_path_factory.mktemp("trained-for-serving")
+    done = run(
+        "train-local", "--model.checkpoint", str(tiny_checkpoint), "--model.max_length", "32",
+        "--data.dataset", str(review_data), "--training.output_dir", str(output),
+        "--training.learning_rate", "0.005", "--training.num_train_epochs", "2", "--training.save_strategy", "no",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return output
+
+
+@pytest.fixture(scope="module")
+def server(trained: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    log = tmp_path_factory.mktemp("serve-log") / "serve.log"
+    flags = ["--serving.max_texts_per_request", str(MAX_TEXTS), "--serving.batch_timeout", "0.05"]
+    running = start_server(trained, log, *flags, "--model.max_length", "32")
+    yield running
+    left = running.stop()
+    running.kill()
+    assert not left, f"still running after SIGTERM: {left}"
+
+
+def predict(server: Server, body: object) -> httpx.Response:
+    return httpx.post(f"{server.url}/predict", json=body, timeout=30)
+
+
+@pytest.mark.slow
+def test_single_text(server: Server) -> None:
+    response = predict(server, {"text": "the film was superb and the cast felt brilliant"})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["label"] == "1"  # train-local keeps the dataset's label names
+    assert answer["score"] == answer["probabilities"]["1"] > 0.5
+    assert set(answer["probabilities"]) == {"0", "1"}
+
+
+@pytest.mark.slow
+def test_batch_of_texts_in_order(server: Server) -> None:
+    rows = reviews(MAX_TEXTS, seed=11)
+    response = predict(server, {"texts": [text for text, _ in rows]})
+    assert response.status_code == 200, response.text
+    assert [p["label"] for p in response.json()["predictions"]] == [str(label) for _, label in rows]
+
+
+@pytest.mark.slow
+def test_concurrent_requests_each_get_their_own_answer(server: Server) -> None:
+    rows = reviews(48, seed=3)
+    sequential = {text: predict(server, {"text": text}).json() for text, _ in rows[:8]}
+
+    async def all_at_once() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            singles = [client.post("/predict", json={"text": text}) for text, _ in rows]
+            batches = [
+                client.post("/predict", json={"texts": [t for t, _ in rows[i : i + 3]]}) for i in range(0, 12, 3)
+            ]
+            return await asyncio.gather(*singles, *batches)
+
+    responses = asyncio.run(all_at_once())
+    assert [r.status_code for r in responses] == [200] * len(responses)
+    singles, batches = responses[: len(rows)], responses[len(rows) :]
+    assert [r.json()["label"] for r in singles] == [str(label) for _, label in rows]
+    for response, (text, _) in zip(singles, rows[:8], strict=False):
+        assert response.json()["probabilities"] == pytest.approx(sequential[text]["probabilities"], abs=1e-5)
+    batched_labels = [p["label"] for r in batches for p in r.json()["predictions"]]
+    assert batched_labels == [str(label) for _, label in rows[:12]]
+
+
+@pytest.mark.slow
+def test_text_far_over_max_length_is_truncated(server: Server) -> None:
+    long_text = "the film was superb and the cast felt brilliant " * 2000  # ~18,000 tokens; max_length is 32
+    response = predict(server, {"text": long_text})
+    assert response.status_code == 200, response.text
+    assert response.json()["label"] == "1"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("content", "content_type", "message"),
+    [
+        (b"not json", "application/json", "JSON decode error"),
+        (b'{"text": "cut', "application/json", "JSON decode error"),
+        (b"", "application/json", "Field required"),
+        (b'{"text": 5}', "application/json", "valid string"),
+        (b"{}", "application/json", "exactly one of"),
+        (b'{"txt": "typo"}', "application/json", "Extra inputs are not permitted"),
+        (b'{"text": ""}', "application/json", "at least 1 character"),
+        (b'{"texts": ["a", "b", "c", "d", "e"]}', "application/json", f"at most {MAX_TEXTS} texts per request"),
+        (b'["a list"]', "application/json", "valid dictionary"),
+        (b"the film was great", "text/plain", "valid dictionary"),
+        (b"text=great", "application/x-www-form-urlencoded", "valid dictionary"),
+        (MULTIPART, "multipart/form-data; boundary=x", "valid dictionary"),
+    ],
+    ids=["not-json", "cut-json", "empty-body", "wrong-type", "no-field", "unknown-field", "empty-text", "too-many",
+         "json-list", "plain-text", "form", "multipart"],
+)  # fmt: skip
+def test_bad_input_is_a_clear_422(server: Server, content: bytes, content_type: str, message: str) -> None:
+    response = httpx.post(f"{server.url}/predict", content=content, headers={"content-type": content_type}, timeout=30)
+    assert response.status_code == 422, response.text
+    assert message in json.dumps(response.json()["detail"])
+    assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
+    assert predict(server, {"text": "still serving"}).status_code == 200
+
+
+@pytest.mark.slow
+def test_health_info_and_docs(server: Server, trained: Path) -> None:
+    health = httpx.get(f"{server.url}/health", timeout=5)
+    assert (health.status_code, health.text) == (200, "ok")
+    info = httpx.get(f"{server.url}/info", timeout=5).json()["model"]
+    assert info["labels"] == ["0", "1"]
+    assert info["model_dir"] == str(trained)
+    assert info["max_texts_per_request"] == MAX_TEXTS
+    assert info["eval_metrics"]["accuracy"] >= 0.9
+    docs = httpx.get(f"{server.url}/docs", timeout=5)
+    assert docs.status_code == 200
+    assert "swagger" in docs.text.lower()
+    openapi = httpx.get(f"{server.url}/openapi.json", timeout=5).json()
+    request_schema = openapi["components"]["schemas"]["PredictRequest"]
+    assert request_schema["properties"]["texts"]["maxItems"] == MAX_TEXTS
+    answers = openapi["paths"]["/predict"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert {choice["$ref"].rsplit("/", 1)[1] for choice in answers["anyOf"]} == {
+        "PredictResponse",
+        "BatchPredictResponse",
+    }
+    assert not (PROJECT / "client.py").exists()  # LitServe's generated client is switched off
+
+
+@pytest.mark.slow
+def test_fuzzing_the_schema_gives_no_server_error(server: Server) -> None:
+    """>= 500 schemathesis requests, valid and invalid bodies: every answer is a 2xx or a 4xx, never a 5xx."""
+    operation = schemathesis.openapi.from_url(f"{server.url}/openapi.json")["/predict"]["POST"]
+    statuses: list[int] = []
+    for mode, examples in ((schemathesis.GenerationMode.POSITIVE, 300), (schemathesis.GenerationMode.NEGATIVE, 300)):
+
+        @given(case=operation.as_strategy(generation_mode=mode))
+        @settings(
+            max_examples=examples, deadline=None, database=None, phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )  # fmt: skip
+        def send(case: schemathesis.Case[Any]) -> None:
+            response = case.call(base_url=server.url, timeout=30)
+            statuses.append(response.status_code)
+            assert response.status_code < 500, f"{case.body!r} -> {response.status_code} {response.text[:300]}"
+
+        send()
+    assert len(statuses) >= 500
+    assert 200 in statuses  # valid bodies were generated and answered
+    assert any(400 <= status < 500 for status in statuses)
+    assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
+
+
+@pytest.mark.slow
+def test_api_key_protects_every_endpoint_and_sigterm_stops_everything(trained: Path, tmp_path: Path) -> None:
+    key = "test-key-123"
+    running = start_server(trained, tmp_path / "serve.log", env={"LIT_SERVER_API_KEY": key})
+    try:
+        text = {"text": "the film was superb"}
+        assert httpx.post(f"{running.url}/predict", json=text, timeout=30).status_code == 401
+        wrong = {"X-API-Key": "nope"}
+        assert httpx.post(f"{running.url}/predict", json=text, headers=wrong, timeout=30).status_code == 401
+        assert httpx.get(f"{running.url}/health", timeout=5).status_code == 401  # probes must send the key too
+        good = {"X-API-Key": key}
+        assert httpx.post(f"{running.url}/predict", json=text, headers=good, timeout=30).status_code == 200
+        assert httpx.get(f"{running.url}/health", headers=good, timeout=5).status_code == 200
+        workers = group_members(running.process.pid)
+        assert len(workers) >= 5, workers  # serve, sh, python, LitServe's API server and inference worker, ...
+    finally:
+        left = running.stop()
+        running.kill()
+    assert not left, f"still running {STOP_TIMEOUT_S} s after SIGTERM: {left}"
+
+
+@pytest.mark.slow
+def test_missing_model_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    done = run("serve", "--serving.model_dir", str(tmp_path / "none"))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: serving.model_dir: {tmp_path / 'none'} is not a folder; train a model with `uv run train-local` or "
+        "point to one"
+    ]
