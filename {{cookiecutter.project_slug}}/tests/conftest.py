@@ -25,6 +25,28 @@ def review_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_review_folder(tmp_path_factory.mktemp("reviews"))
 
 
+def train_flags(checkpoint: Path, data: Path, output: Path, *extra: str) -> list[str]:
+    return [
+        "--model.checkpoint", str(checkpoint),
+        "--model.max_length", "32",
+        "--data.dataset", str(data),
+        "--training.output_dir", str(output),
+        "--training.learning_rate", "0.005",
+        "--training.num_train_epochs", "2",
+        "--training.logging_steps", "5",
+        *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def trained_model(tiny_checkpoint: Path, review_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model folder from `train-local` that tells positive from negative reviews (shared: training takes a while)."""
+    output = tmp_path_factory.mktemp("trained")
+    done = run("train-local", *train_flags(tiny_checkpoint, review_data, output))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return output
+
+
 def offline_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment with the Hub switched off and no project settings leaking in from the caller."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(ENV_PREFIX)}

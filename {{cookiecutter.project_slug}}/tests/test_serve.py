@@ -171,23 +171,10 @@ def start_server(model_dir: Path, log: Path, *flags: str, env: dict[str, str] | 
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_checkpoint: Path, review_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model folder from `train-local` that tells positive from negative reviews."""
-    output = tmp_path_factory.mktemp("trained-for-serving")
-    done = run(
-        "train-local", "--model.checkpoint", str(tiny_checkpoint), "--model.max_length", "32",
-        "--data.dataset", str(review_data), "--training.output_dir", str(output),
-        "--training.learning_rate", "0.005", "--training.num_train_epochs", "2", "--training.save_strategy", "no",
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    return output
-
-
-@pytest.fixture(scope="module")
-def server(trained: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(trained_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("serve-log") / "serve.log"
     flags = ["--serving.max_texts_per_request", str(MAX_TEXTS), "--serving.batch_timeout", "0.05"]
-    running = start_server(trained, log, *flags, "--model.max_length", "32")
+    running = start_server(trained_model, log, *flags, "--model.max_length", "32")
     yield running
     left = running.stop()
     running.kill()
@@ -276,12 +263,12 @@ def test_bad_input_is_a_clear_422(server: Server, content: bytes, content_type: 
 
 
 @pytest.mark.slow
-def test_health_info_and_docs(server: Server, trained: Path) -> None:
+def test_health_info_and_docs(server: Server, trained_model: Path) -> None:
     health = httpx.get(f"{server.url}/health", timeout=5)
     assert (health.status_code, health.text) == (200, "ok")
     info = httpx.get(f"{server.url}/info", timeout=5).json()["model"]
     assert info["labels"] == ["0", "1"]
-    assert info["model_dir"] == str(trained)
+    assert info["model_dir"] == str(trained_model)
     assert info["max_texts_per_request"] == MAX_TEXTS
     assert info["eval_metrics"]["accuracy"] >= 0.9
     docs = httpx.get(f"{server.url}/docs", timeout=5)
@@ -323,9 +310,9 @@ def test_fuzzing_the_schema_gives_no_server_error(server: Server) -> None:
 
 
 @pytest.mark.slow
-def test_api_key_protects_every_endpoint_and_sigterm_stops_everything(trained: Path, tmp_path: Path) -> None:
+def test_api_key_protects_every_endpoint_and_sigterm_stops_everything(trained_model: Path, tmp_path: Path) -> None:
     key = "test-key-123"
-    running = start_server(trained, tmp_path / "serve.log", env={"LIT_SERVER_API_KEY": key})
+    running = start_server(trained_model, tmp_path / "serve.log", env={"LIT_SERVER_API_KEY": key})
     try:
         text = {"text": "the film was superb"}
         assert httpx.post(f"{running.url}/predict", json=text, timeout=30).status_code == 401

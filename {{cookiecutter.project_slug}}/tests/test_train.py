@@ -10,23 +10,10 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from tests.conftest import BIN, PROJECT, offline_env, run
+from tests.conftest import BIN, PROJECT, offline_env, run, train_flags
 from tests.tiny import build_tiny_classifier, write_csv
 
 pytestmark = pytest.mark.slow
-
-
-def train_flags(checkpoint: Path, data: Path, output: Path, *extra: str) -> list[str]:
-    return [
-        "--model.checkpoint", str(checkpoint),
-        "--model.max_length", "32",
-        "--data.dataset", str(data),
-        "--training.output_dir", str(output),
-        "--training.learning_rate", "0.005",
-        "--training.num_train_epochs", "2",
-        "--training.logging_steps", "5",
-        *extra,
-    ]  # fmt: skip
 
 
 def train_ok(*flags: str) -> subprocess.CompletedProcess[str]:
@@ -35,31 +22,24 @@ def train_ok(*flags: str) -> subprocess.CompletedProcess[str]:
     return done
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_checkpoint: Path, review_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    output = tmp_path_factory.mktemp("trained")
-    train_ok(*train_flags(tiny_checkpoint, review_data, output))
-    return output
-
-
-def test_train_local_writes_a_servable_model(trained: Path) -> None:
+def test_train_local_writes_a_servable_model(trained_model: Path) -> None:
     for name in ("config.json", "model.safetensors", "tokenizer.json", "metrics.json", "curves.png"):
-        assert (trained / name).is_file(), name
-    metrics = json.loads((trained / "metrics.json").read_text())
+        assert (trained_model / name).is_file(), name
+    metrics = json.loads((trained_model / "metrics.json").read_text())
     assert metrics["accuracy"] >= 0.9  # the words decide the label: a working fine-tune learns them
     assert 0 <= metrics["f1_macro"] <= 1
     assert metrics["label_names"] == ["0", "1"]
     assert (metrics["train_samples"], metrics["eval_samples"]) == (200, 40)
-    model = AutoModelForSequenceClassification.from_pretrained(trained)
-    tokenizer = AutoTokenizer.from_pretrained(trained)
+    model = AutoModelForSequenceClassification.from_pretrained(trained_model)
+    tokenizer = AutoTokenizer.from_pretrained(trained_model)
     assert model.config.id2label == {0: "0", 1: "1"}
     logits = model(**tokenizer(["the film was superb and the cast felt brilliant"], return_tensors="pt")).logits
     assert int(logits.argmax()) == 1
 
 
-def test_same_seed_same_metrics(trained: Path, tiny_checkpoint: Path, review_data: Path, tmp_path: Path) -> None:
+def test_same_seed_same_metrics(trained_model: Path, tiny_checkpoint: Path, review_data: Path, tmp_path: Path) -> None:
     train_ok(*train_flags(tiny_checkpoint, review_data, tmp_path))
-    first = json.loads((trained / "metrics.json").read_text())
+    first = json.loads((trained_model / "metrics.json").read_text())
     second = json.loads((tmp_path / "metrics.json").read_text())
     for key in ("loss", "accuracy", "f1_macro", "train_loss", "global_step"):
         assert first[key] == second[key], key
