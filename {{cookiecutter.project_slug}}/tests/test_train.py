@@ -25,6 +25,7 @@ def train_ok(*flags: str) -> subprocess.CompletedProcess[str]:
 def test_train_local_writes_a_servable_model(trained_model: Path) -> None:
     for name in ("config.json", "model.safetensors", "tokenizer.json", "metrics.json", "curves.png"):
         assert (trained_model / name).is_file(), name
+        assert (trained_model / name).stat().st_mode & 0o044 == 0o044, f"{name} must be readable by the image's user"
     metrics = json.loads((trained_model / "metrics.json").read_text())
     assert metrics["accuracy"] >= 0.9  # the words decide the label: a working fine-tune learns them
     assert 0 <= metrics["f1_macro"] <= 1

@@ -111,6 +111,7 @@ def save_final(trainer: Trainer, output_dir: Path, metrics: dict[str, Any]) -> N
     shutil.rmtree(staging, ignore_errors=True)
     trainer.save_model(str(staging))  # weights, config (with id2label), tokenizer
     for item in staging.iterdir():
+        item.chmod(0o644)  # transformers writes weights owner-only; the serving image reads them as another user
         item.replace(output_dir / item.name)
     staging.rmdir()
     (output_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2))
