@@ -1,6 +1,7 @@
 """Bake the template with named option combinations and run commands inside the generated projects."""
 
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Mapping
@@ -53,8 +54,10 @@ def project_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env.pop("VIRTUAL_ENV", None)  # the template's own venv must not leak into a generated project's uv
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", UV_PYTHON_DOWNLOADS="never", UV_NO_PROGRESS="1")
     if shutil.which("pyenv"):
+        # Only the Pythons a bake may ask for, oldest first: the first also answers plain `python3` (uvx's tools).
         versions = subprocess.run(["pyenv", "versions", "--bare"], capture_output=True, text=True).stdout.split()
-        env["PYENV_VERSION"] = ":".join(v for v in versions if v.startswith("3."))
+        supported = [v for v in versions if re.fullmatch(r"3\.(1[1-9])\.\d+", v)]
+        env["PYENV_VERSION"] = ":".join(sorted(supported, key=lambda v: [int(part) for part in v.split(".")]))
     env.update(extra or {})
     return env
 

@@ -25,7 +25,7 @@ import pytest
 from testcontainers.core.container import DockerContainer
 from transformers import AutoConfig
 
-from tests.conftest import BIN, PROJECT, offline_env, run
+from tests.conftest import BIN, ENV_PREFIX, PROJECT, offline_env, run
 
 STARTUP_TIMEOUT_S = 300  # torch import and model load on a busy CI runner
 HEALTHY_TIMEOUT_S = 90  # the HEALTHCHECK runs every 10 s
@@ -381,6 +381,60 @@ def test_cloud_stage_is_the_runtime_plus_root(docker: str, images: Images) -> No
     assert runtime_config["User"] not in {"", "0", "0:0", "root"}
     assert cloud_config["User"] in {"0", "0:0", "root"}
     assert runtime["RootFS"] == cloud["RootFS"], "cloud must reuse the runtime's layers, adding none"
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_cloud_image_meets_skypilot_requirements(docker: str, images: Images) -> None:
+    """SkyPilot's docker runtime needs a Debian-based image with bash, run as root (or with passwordless sudo)."""
+    probe = "cat /etc/debian_version && id -u && command -v apt-get"
+    done = subprocess.run(
+        [docker, "run", "--rm", "--entrypoint", "bash", images.cloud, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    debian_version, uid, apt = done.stdout.split()
+    assert debian_version[0].isdigit(), debian_version
+    assert uid == "0"
+    assert apt.endswith("apt-get")
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.parametrize(("processes", "steps"), [(1, 13), (2, 7)])  # 200 rows, batch 16, split over the processes
+def test_sky_run_script_trains_inside_the_cloud_image(
+    docker: str, images: Images, tiny_checkpoint: Path, review_data: Path, tmp_path: Path, processes: int, steps: int
+) -> None:
+    """What SkyPilot does on a node, minus the cloud: its node variables, the task's run script, a mounted bucket."""
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    environment = {
+        "SKYPILOT_NUM_NODES": "1",
+        "SKYPILOT_NODE_RANK": "0",
+        "SKYPILOT_NODE_IPS": "127.0.0.1",
+        "SKYPILOT_NUM_GPUS_PER_NODE": "0",
+        "PROCESSES_PER_NODE": str(processes),
+        "HF_HUB_OFFLINE": "1",
+        f"{ENV_PREFIX}MODEL__CHECKPOINT": "/inputs/model",
+        f"{ENV_PREFIX}MODEL__MAX_LENGTH": "32",
+        f"{ENV_PREFIX}DATA__DATASET": "/inputs/data",
+        f"{ENV_PREFIX}TRAINING__OUTPUT_DIR": "/outputs/models/sentiment",
+    }
+    command = [docker, "run", "--rm", "--entrypoint", "bash"]
+    command += ["-v", f"{tiny_checkpoint}:/inputs/model:ro", "-v", f"{review_data}:/inputs/data:ro"]
+    command += ["-v", f"{outputs}:/outputs"]
+    for name, value in environment.items():
+        command += ["-e", f"{name}={value}"]
+    done = subprocess.run(
+        [*command, images.cloud, "scripts/sky_run.sh"], capture_output=True, text=True, timeout=900, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"{processes} process(es) here" in done.stderr
+    model = outputs / "models" / "sentiment"
+    assert (model / "model.safetensors").is_file()
+    assert json.loads((model / "metrics.json").read_text())["global_step"] == steps
 
 
 def certificate_lines(pem: str) -> list[bytes]:
