@@ -55,6 +55,8 @@ def load_splits(settings: DataSettings) -> datasets.DatasetDict:
         raise
     except Exception as error:  # datasets raises many types; the person needs the dataset and the reason
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "corresponds to no data" in reason:  # datasets' words for a file with a header and no rows
+            raise DataError(f"data.dataset: {settings.dataset!r} is empty: it has no rows") from error
         raise DataError(f"data.dataset: cannot load {settings.dataset!r}: {reason}") from error
 
 
