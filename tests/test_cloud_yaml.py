@@ -5,6 +5,7 @@ SkyPilot runs as a uv tool (never in an environment of ours: it pins click<8.2),
 (`sky launch`, `sky jobs launch`, `sky serve up`) up to the call that would reach its API server.
 """
 
+import ast
 import json
 import re
 import subprocess
@@ -24,46 +25,19 @@ CASES = {
 STORES = {"gcp": ["GCS"], "aws": ["S3"], "azure": ["AZURE"], "kubernetes": []}  # kubernetes: SkyPilot picks
 UNRENDERED = re.compile(r"(?<!\$)\{\{|\{%|\{#")
 
-PROBE = r"""
-import json, sys
-import sky
-from sky.client.cli import command
 
-class Captured(Exception):
-    pass
+def project_probe(project: BakedProject) -> str:
+    """The SkyPilot probe script of the baked project's own tests/test_cloud.py (its PROBE string): both the template
+    and the generated project check the YAML files through the same script."""
+    tree = ast.parse((project.path / "tests" / "test_cloud.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(target, "id", None) == "PROBE" for target in node.targets):
+            probe = ast.literal_eval(node.value)
+            assert isinstance(probe, str)
+            return probe
+    raise AssertionError("the baked tests/test_cloud.py defines no PROBE")
 
-def capture(task_or_dag, *args, **kwargs):
-    raise Captured(task_or_dag)
 
-def facts(task):
-    rs = list(task.resources)
-    out = {
-        "name": task.name, "num_nodes": task.num_nodes, "run": task.run, "envs": dict(task.envs),
-        "secret_names": sorted(task.secrets),
-        "image_ids": sorted({str(v) for r in rs for v in (r.image_id or {}).values()}),
-        "clouds": sorted({str(r.cloud).lower() for r in rs if r.cloud}),
-        "accelerators": [r.accelerators for r in rs], "ports": [r.ports for r in rs],
-        "mounts": {path: {"name": s.name, "mode": s.mode.value, "stores": sorted(t.value for t in s.stores)}
-                   for path, s in task.storage_mounts.items()},
-    }
-    if task.service is not None:
-        out["service"] = {"path": task.service.readiness_path, "headers": task.service.readiness_headers}
-    return out
-
-sky.client.sdk.launch = sky.jobs.launch = sky.serve.up = capture
-results = []
-for request in json.load(sys.stdin):
-    if "yaml" in request:
-        results.append(facts(sky.Task.from_yaml(request["yaml"])))
-        continue
-    try:
-        command.cli.main(args=request["sky"], prog_name="sky", standalone_mode=False)
-        results.append({"error": "the command ended before it would launch"})
-    except Captured as done:
-        task_or_dag = done.args[0]
-        results.append(facts(task_or_dag.tasks[0] if hasattr(task_or_dag, "tasks") else task_or_dag))
-print("PROBE:" + json.dumps(results, default=str))
-"""
 REQUESTS = [
     {"yaml": "sky_task.yaml"},
     {"yaml": "sky_serve.yaml"},
@@ -80,7 +54,7 @@ def skypilot_views(project: BakedProject, home: Path) -> list[dict[str, Any]]:
     for name in ("HF_TOKEN", "LIT_SERVER_API_KEY", "SKYPILOT_DOCKER_USERNAME", "SKYPILOT_DOCKER_PASSWORD"):
         env.pop(name, None)
     done = subprocess.run(
-        [uv, "tool", "run", "--quiet", "--from", SKYPILOT, "python", "-c", PROBE],
+        [uv, "tool", "run", "--quiet", "--from", SKYPILOT, "python", "-c", project_probe(project)],
         input=json.dumps(REQUESTS),
         cwd=project.path,
         env=env,
