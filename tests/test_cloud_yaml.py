@@ -44,6 +44,7 @@ REQUESTS = [
     {"sky": ["launch", "sky_task.yaml", "-c", "probe", "-i", "30"]},
     {"sky": ["jobs", "launch", "sky_task.yaml"]},
     {"sky": ["serve", "up", "sky_serve.yaml", "-n", "probe"]},
+    {"sky": ["launch", "sky_task.yaml", "-c", "probe", "--infra", "aws", "--env", "OUTPUTS_STORE=s3"]},
 ]
 
 
@@ -76,18 +77,20 @@ def test_skypilot_reads_both_yaml_files(bake, case: str, tmp_path: Path) -> None
         text = (project.path / name).read_text()
         assert not UNRENDERED.search(text), f"{name} has Jinja left after rendering"
     settings = yaml.safe_load((project.path / "configs/settings.yaml").read_text())
+    task_yaml = yaml.safe_load((project.path / "sky_task.yaml").read_text())
     image = settings["image"]
     reference = f"{image['registry']}/{image['name']}:{image['tag']}"  # ImageSettings.reference
-    task, service, launch, job, serve_up = skypilot_views(project, tmp_path)
+    task, service, launch, job, serve_up, on_aws = skypilot_views(project, tmp_path)
 
     for view in (task, launch, job):
         assert view["image_ids"] == [f"docker:{reference}-cloud"]  # the `cloud` stage, as build-image tags it
         assert view["clouds"] == [cloud]
-        gpus = settings["cloud"]["accelerators"]  # e.g. "L4:1", or None for CPU only
+        gpus = task_yaml["resources"].get("accelerators")  # e.g. "L4:1", or absent for CPU only
         assert view["accelerators"] == [None if gpus is None else {gpus.split(":")[0]: int(gpus.split(":")[1])}]
-        assert view["num_nodes"] == settings["cloud"]["num_nodes"]
+        assert view["num_nodes"] == task_yaml["num_nodes"]
         assert view["run"].strip() == 'bash "$PROJECT_DIR/scripts/sky_run.sh"'
-        assert view["secret_names"] == ["HF_TOKEN"]
+        assert view["secret_names"] == sorted(task_yaml["secrets"])  # HF_TOKEN and the trackers'
+        assert {"HF_TOKEN", "WANDB_API_KEY", "MLFLOW_TRACKING_URI"} <= set(view["secret_names"])
     for view in (service, serve_up):
         assert view["image_ids"] == [f"docker:{reference}"]  # the `runtime` stage
         assert view["clouds"] == [cloud]
@@ -95,8 +98,10 @@ def test_skypilot_reads_both_yaml_files(bake, case: str, tmp_path: Path) -> None
         assert view["ports"] == [["8000"]]
     for view in (task, service, launch, job, serve_up):
         mount = view["mounts"]["/outputs"]
-        assert mount["name"] == settings["cloud"]["bucket"]
+        assert mount["name"] == f"{project.context['project_slug']}-outputs"
         assert mount["stores"] == STORES[cloud]
+    # The store follows the cloud a launch picks (train-cloud sets OUTPUTS_STORE); Kubernetes leaves it to SkyPilot.
+    assert on_aws["mounts"]["/outputs"]["stores"] == (["S3"] if cloud != "kubernetes" else [])
     assert task["mounts"]["/outputs"]["mode"] in ("MOUNT", "MOUNT_CACHED")
     output_dir = task["envs"][f"{project.package.upper()}_TRAINING__OUTPUT_DIR"]
     assert output_dir == f"/outputs/{settings['training']['output_dir']}"

@@ -1,8 +1,12 @@
 """Shared fixtures: tiny offline models and data, and a way to run the project's own commands."""
 
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -10,9 +14,18 @@ import pytest
 
 from tests.tiny import build_tiny_classifier, write_review_folder
 
+STOP_TIMEOUT_S = 10  # what a person waits after Ctrl-C before reaching for kill -9
+
 PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the project environment's scripts: train-local, serve, ...
 ENV_PREFIX = "{{ cookiecutter.package_name.upper() }}_"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Inside the devcontainer the Docker engine is the host's, which mounts only host folders: temporary files go
+    under the workspace (.pytest-tmp/), which image.host_path translates."""
+    if os.environ.get("HOST_WORKSPACE_FOLDER") and not config.option.basetemp:
+        config.option.basetemp = str(PROJECT / ".pytest-tmp")
 
 
 @pytest.fixture(scope="session")
@@ -40,9 +53,10 @@ def train_flags(checkpoint: Path, data: Path, output: Path, *extra: str) -> list
 
 @pytest.fixture(scope="session")
 def trained_model(tiny_checkpoint: Path, review_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model folder from `train-local` that tells positive from negative reviews (shared: training takes a while)."""
+    """A model folder from `train-local` that tells positive from negative reviews (shared: training takes a while),
+    with TensorBoard curves."""
     output = tmp_path_factory.mktemp("trained")
-    done = run("train-local", *train_flags(tiny_checkpoint, review_data, output))
+    done = run("train-local", *train_flags(tiny_checkpoint, review_data, output, "--training.report_to", "tensorboard"))
     assert done.returncode == 0, done.stderr[-3000:]
     return output
 
@@ -67,3 +81,66 @@ def run(*command: str, env: Mapping[str, str] | None = None, timeout: float = 60
         timeout=timeout,
         check=False,
     )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def group_members(pgid: int) -> list[str]:
+    """Live processes of a process group, read from /proc (zombies hold nothing and are left out)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pid, rest = stat.read_text().split(" (", 1)
+            command, fields = rest.rsplit(") ", 1)
+        except (OSError, ValueError):
+            continue  # the process ended while we read
+        state, _parent, group = fields.split()[:3]
+        if int(group) == pgid and state != "Z":
+            members.append(f"{pid} {command}")
+    return members
+
+
+def uv_run(*command: str) -> list[str]:
+    """`uv run <command>`, as a person types it; without uv here, the project's console script itself."""
+    uv = os.environ.get("UV") or shutil.which("uv")
+    if uv is None:
+        return [str(BIN / command[0]), *command[1:]]
+    return [uv, "run", "--no-sync", *command]
+
+
+def start_in_own_group(command: list[str], log: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start `command` as the leader of a new session and process group, its output in `log`."""
+    with log.open("wb") as output:
+        return subprocess.Popen(
+            command, cwd=PROJECT, env=offline_env(env), stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def send_and_wait(process: subprocess.Popen[bytes], signum: int, *, to_group: bool) -> list[str]:
+    """Send `signum` to the leader (or its whole group) and wait up to STOP_TIMEOUT_S; the processes still alive."""
+    if to_group:
+        os.killpg(process.pid, signum)
+    else:
+        process.send_signal(signum)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while (left := group_members(process.pid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        process.poll()  # reap the leader
+    if left:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    return left

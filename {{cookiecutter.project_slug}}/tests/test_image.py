@@ -1,7 +1,8 @@
 """The images of docker/Dockerfile, built for real with BuildKit through the docker CLI (`uv run build-image`) and run
 with testcontainers: the runtime image serves a tiny model (answers, bad input, API key, non-root user, HEALTHCHECK),
-`uv run serve-image` serves it too, the dev, runtime and cloud stages hold the same packages, and the CA certificate
-given to the build as a secret is in no layer. First, the tasks' one-line errors, which need no engine.
+`uv run serve-image` serves it too, the dev, runtime and cloud stages hold the same packages (the cloud adds the
+trackers), and the CA certificate given to the build as a secret is in no layer. First, the tasks' one-line errors,
+which need no engine.
 
 The image tests are marked `docker` and `slow`; they skip, saying so, only where no Docker engine answers. Where the
 reaper image cannot be pulled set TESTCONTAINERS_RYUK_DISABLED=true; inside a container, TC_HOST=127.0.0.1.
@@ -24,6 +25,8 @@ import httpx
 import pytest
 from testcontainers.core.container import DockerContainer
 from transformers import AutoConfig
+
+from {{ cookiecutter.package_name }}.image import host_path
 
 from tests.conftest import BIN, ENV_PREFIX, PROJECT, offline_env, run
 
@@ -73,6 +76,27 @@ def test_serve_image_with_owner_only_weights_says_how_to_fix(tmp_path: Path) -> 
     (tmp_path / "model.safetensors").chmod(0o600)
     line = one_line_error(run("serve-image", "--serving.model_dir", str(tmp_path)))
     assert line.endswith(f"chmod -R a+rX {tmp_path}")
+
+
+def test_serve_image_checks_only_what_the_server_reads(tmp_path: Path) -> None:
+    """The Trainer's checkpoints are owner-only and never served: they do not stop serve-image."""
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    checkpoint = tmp_path / "checkpoints" / "checkpoint-8"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "optimizer.pt").write_bytes(b"")
+    (checkpoint / "optimizer.pt").chmod(0o600)
+    line = one_line_error(run("serve-image", "--serving.model_dir", str(tmp_path), env={"DOCKER": "no-such-docker"}))
+    assert line == "error: DOCKER=no-such-docker is not an executable docker client"  # past the permission check
+
+
+def test_serve_image_in_the_devcontainer_refuses_a_model_outside_the_workspace(tmp_path: Path) -> None:
+    """Inside the devcontainer the engine is the host's: it can mount the workspace, not the container's /tmp."""
+    (tmp_path / "config.json").write_text("{}")
+    env = {"HOST_WORKSPACE_FOLDER": "/home/someone/project", "WORKSPACE_FOLDER": str(PROJECT), "DOCKER": "true"}
+    line = one_line_error(run("serve-image", "--serving.model_dir", str(tmp_path), env=env))
+    assert line.startswith(f"error: {tmp_path} exists only inside the devcontainer"), line
+    assert host_path(PROJECT / "models" / "m", env) == Path("/home/someone/project/models/m")
 
 
 def test_build_image_with_a_missing_ca_file_says_so(tmp_path: Path) -> None:
@@ -189,6 +213,13 @@ def inspect(docker: str, *names: str) -> list[dict[str, object]]:
     return found
 
 
+def layers(info: dict[str, object]) -> list[str]:
+    """An image's layer digests, base first (from `docker inspect`)."""
+    rootfs = info["RootFS"]
+    assert isinstance(rootfs, dict)
+    return [str(layer) for layer in rootfs["Layers"]]
+
+
 def health_status(docker: str, container: DockerContainer) -> str:
     state = inspect(docker, container.get_container_id())[0]["State"]
     assert isinstance(state, dict)
@@ -227,7 +258,7 @@ class Served:
 
 def serve(image: str, model_dir: Path, env: dict[str, str]) -> Served:
     container = DockerContainer(image).with_exposed_ports(CONTAINER_PORT)
-    container.with_volume_mapping(str(model_dir), "/model", "ro")
+    container.with_volume_mapping(str(host_path(model_dir)), "/model", "ro")
     for name, value in env.items():
         container.with_env(name, value)
     container.start()
@@ -365,7 +396,10 @@ def test_stages_hold_the_same_locked_packages(docker: str, images: Images) -> No
     itself = f"{project['name']}=={project['version']}"
     runtime, cloud, dev = (packages(docker, image) for image in (images.runtime, images.cloud, images.dev))
     assert itself in runtime
-    assert cloud == runtime
+    trackers = {package.split("==")[0] for package in cloud - runtime}
+    assert runtime < cloud, "cloud must hold every runtime package, the same versions"
+    assert {"mlflow", "tensorboard", "wandb"} <= trackers, "the cloud image must carry the tracking extra"
+    assert not {"mlflow", "tensorboard", "wandb"} & {package.split("==")[0] for package in runtime}
     third_party = {package for package in runtime if package != itself}
     assert third_party <= dev, f"dev lacks or differs on: {sorted(third_party - dev)[:5]}"
     assert {"pytest", "ruff", "mypy"} <= {package.split("==")[0] for package in dev - runtime}
@@ -373,14 +407,16 @@ def test_stages_hold_the_same_locked_packages(docker: str, images: Images) -> No
 
 @pytest.mark.docker
 @pytest.mark.slow
-def test_cloud_stage_is_the_runtime_plus_root(docker: str, images: Images) -> None:
+def test_cloud_stage_is_the_runtime_plus_root_and_the_trackers(docker: str, images: Images) -> None:
     runtime, cloud = inspect(docker, images.runtime, images.cloud)
     runtime_config, cloud_config = runtime["Config"], cloud["Config"]
     assert isinstance(runtime_config, dict)
     assert isinstance(cloud_config, dict)
     assert runtime_config["User"] not in {"", "0", "0:0", "root"}
     assert cloud_config["User"] in {"0", "0:0", "root"}
-    assert runtime["RootFS"] == cloud["RootFS"], "cloud must reuse the runtime's layers, adding none"
+    runtime_layers, cloud_layers = layers(runtime), layers(cloud)
+    assert cloud_layers[: len(runtime_layers)] == runtime_layers, "cloud must reuse the runtime's layers"
+    assert len(cloud_layers) == len(runtime_layers) + 1, "cloud adds one layer: the trackers"
 
 
 @pytest.mark.docker
@@ -423,8 +459,13 @@ def test_sky_run_script_trains_inside_the_cloud_image(
         f"{ENV_PREFIX}TRAINING__OUTPUT_DIR": "/outputs/models/sentiment",
     }
     command = [docker, "run", "--rm", "--entrypoint", "bash"]
-    command += ["-v", f"{tiny_checkpoint}:/inputs/model:ro", "-v", f"{review_data}:/inputs/data:ro"]
-    command += ["-v", f"{outputs}:/outputs"]
+    command += [
+        "-v",
+        f"{host_path(tiny_checkpoint)}:/inputs/model:ro",
+        "-v",
+        f"{host_path(review_data)}:/inputs/data:ro",
+    ]
+    command += ["-v", f"{host_path(outputs)}:/outputs"]
     for name, value in environment.items():
         command += ["-e", f"{name}={value}"]
     done = subprocess.run(
@@ -491,5 +532,5 @@ def test_build_ca_secret_is_in_no_layer(docker: str, images: Images, build_ca: P
         assert layers_containing(docker, control, needles) == set(needles)
     finally:
         subprocess.run([docker, "image", "rm", "--force", control], capture_output=True, check=False)
-    for image in (images.runtime, images.dev):  # cloud adds no layer to the runtime (see above)
+    for image in (images.runtime, images.cloud, images.dev):
         assert not layers_containing(docker, image, needles), f"the build's CA certificate is in a layer of {image}"

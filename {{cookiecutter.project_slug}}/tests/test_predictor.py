@@ -9,7 +9,8 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, DistilBertConfig, DistilBertModel
 
-from {{ cookiecutter.package_name }}.predictor import ModelDirError, Predictor, check_model_dir, resolve_device
+from {{ cookiecutter.package_name }}.predictor import ModelDirError, Predictor, check_model_dir, resolve_device, resolve_precision
+from {{ cookiecutter.package_name }}.settings import Precision
 
 from tests.tiny import NEGATIVE, POSITIVE, reviews
 
@@ -122,3 +123,33 @@ def test_a_base_model_is_not_served(named_checkpoint: Path, tmp_path: Path) -> N
         shutil.copy(tokenizer_file, tmp_path)
     with pytest.raises(ModelDirError, match="not a sequence classifier"):
         check_model_dir(tmp_path)
+
+
+@pytest.mark.slow
+def test_int8_agrees_with_fp32_on_a_trained_model(trained_model: Path) -> None:
+    texts = [text for text, _ in reviews(64, seed=5)]
+    fp32 = Predictor.load(trained_model, device="cpu", precision="fp32").predict(texts)
+    int8 = Predictor.load(trained_model, device="cpu", precision="int8")
+    assert int8.precision == "int8"
+    assert any(isinstance(module, torch.ao.nn.quantized.dynamic.Linear) for module in int8.model.modules())
+    answers = int8.predict(texts)
+    agreement = sum(a.label == b.label for a, b in zip(fp32, answers, strict=True)) / len(texts)
+    assert agreement >= 0.95
+    assert max(abs(a.score - b.score) for a, b in zip(fp32, answers, strict=True)) < 0.1
+
+
+@pytest.mark.parametrize(
+    ("precision", "device", "expected"),
+    [("auto", "cpu", "fp32"), ("fp32", "cpu", "fp32"), ("int8", "cpu", "int8"), ("fp16", "cuda:0", "fp16")],
+)
+def test_precision_resolves_per_device(precision: Precision, device: str, expected: str) -> None:
+    assert resolve_precision(precision, device) == expected
+
+
+@pytest.mark.parametrize(
+    ("precision", "device", "message"),
+    [("int8", "cuda", "int8 .* runs on a CPU"), ("fp16", "cpu", "fp16 needs a GPU"), ("bf16", "cpu", "bf16 needs")],
+)
+def test_a_precision_the_device_cannot_run_is_refused(precision: Precision, device: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        resolve_precision(precision, device)

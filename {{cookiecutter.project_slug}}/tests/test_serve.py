@@ -5,8 +5,8 @@ of its OpenAPI schema, and a SIGTERM that leaves no process behind."""
 import asyncio
 import json
 import os
+import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,8 +18,10 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
+from {{ cookiecutter.package_name }}.predictor import ModelDirError, check_finite_weights
 from {{ cookiecutter.package_name }}.serve import (
     LIMITS,
     Answer,
@@ -30,11 +32,21 @@ from {{ cookiecutter.package_name }}.serve import (
     worker_layout,
 )
 
-from tests.conftest import BIN, PROJECT, offline_env, run
-from tests.tiny import reviews
+from tests.conftest import (
+    BIN,
+    PROJECT,
+    STOP_TIMEOUT_S,
+    free_port,
+    group_members,
+    port_is_free,
+    run,
+    send_and_wait,
+    start_in_own_group,
+    uv_run,
+)
+from tests.tiny import build_diverging_classifier, build_tiny_classifier, reviews
 
 STARTUP_TIMEOUT_S = 300  # importing torch in three processes on a busy 2-core CI runner
-STOP_TIMEOUT_S = 8
 MAX_TEXTS = 4
 MULTIPART = b"--x\r\nContent-Disposition: form-data; name=text\r\n\r\nthe film was great\r\n--x--\r\n"
 
@@ -53,9 +65,11 @@ def limit_of_three(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         ({}, "exactly one of"),
         ({"text": "a", "texts": ["b"]}, "exactly one of"),
-        ({"text": None}, "exactly one of"),
+        ({"text": None}, "must not be null"),
+        ({"text": "x", "texts": None}, "must not be null"),
         ({"text": ""}, "at least 1 character"),
-        ({"text": "   "}, "at least 1 character"),
+        ({"text": " \t\n"}, "should match pattern"),
+        ({"text": "\ud800"}, "valid string"),  # a lone surrogate, which JSON can spell
         ({"text": 5}, "valid string"),
         ({"texts": []}, "at least 1 item"),
         ({"texts": ["a", 1]}, "valid string"),
@@ -71,7 +85,7 @@ def test_request_model_refuses(body: dict[str, object], message: str) -> None:
 
 @pytest.mark.usefixtures("limit_of_three")
 def test_request_model_accepts_and_documents_the_limit() -> None:
-    assert PredictRequest.model_validate({"text": "  good  "}).text == "good"
+    assert PredictRequest.model_validate({"text": "  good  "}).text == "  good  "  # as sent: the schema's length
     assert PredictRequest.model_validate({"texts": ["a", "b", "c"]}).texts == ["a", "b", "c"]
     schema = PredictRequest.model_json_schema()
     assert schema["properties"]["texts"]["maxItems"] == 3
@@ -124,57 +138,35 @@ class Server:
     url: str
     log: Path
 
-    def stop(self) -> list[str]:
-        """SIGTERM to the leader only, as docker stop or systemd send it; the processes still alive after 8 s."""
-        self.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        while (left := group_members(self.process.pid)) and time.monotonic() < deadline:
-            time.sleep(0.1)
-            self.process.poll()  # reap the leader
-        return left
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
 
-    def kill(self) -> None:
-        if group_members(self.process.pid):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
+    def stop(self, signum: int = signal.SIGTERM, *, to_group: bool = False) -> list[str]:
+        """SIGTERM to the leader only (as docker stop or systemd send it); the processes still alive after 10 s."""
+        return send_and_wait(self.process, signum, to_group=to_group)
 
-
-def group_members(pgid: int) -> list[str]:
-    """Live processes of a process group, read from /proc (zombies hold nothing and are left out)."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            pid, rest = stat.read_text().split(" (", 1)
-            command, fields = rest.rsplit(") ", 1)
-        except (OSError, ValueError):
-            continue  # the process ended while we read
-        state, _parent, group = fields.split()[:3]
-        if int(group) == pgid and state != "Z":
-            members.append(f"{pid} {command}")
-    return members
+    def stop_cleanly(self, signum: int, *, to_group: bool = False) -> None:
+        """However it is stopped: within 10 s none of its processes is left, the port is free, and no traceback."""
+        left = self.stop(signum, to_group=to_group)
+        assert not left, f"still running {STOP_TIMEOUT_S} s after {signal.Signals(signum).name}: {left}"
+        assert port_is_free(self.port)
+        assert "Traceback" not in self.log.read_text(errors="replace")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def start_server(model_dir: Path, log: Path, *flags: str, env: dict[str, str] | None = None) -> Server:
-    """`serve` (the console script `uv run serve` runs) in its own process group, once /health answers."""
+def start_server(
+    model_dir: Path, log: Path, *flags: str, env: dict[str, str] | None = None, leader: str = "serve"
+) -> Server:
+    """`serve` (the console script, or `uv run serve` with leader="uv") in its own process group, once healthy."""
     port = free_port()
-    command = [str(BIN / "serve"), "--serving.model_dir", str(model_dir), "--serving.port", str(port), *flags]
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command, cwd=PROJECT, env=offline_env(env), stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    command = ["serve", "--serving.model_dir", str(model_dir), "--serving.port", str(port), *flags]
+    process = start_in_own_group(uv_run(*command) if leader == "uv" else [str(BIN / "serve"), *command[1:]], log, env)
     server = Server(process, f"http://127.0.0.1:{port}", log)
     headers = {"X-API-Key": (env or {}).get("LIT_SERVER_API_KEY", "")}
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            server.kill()
+            server.stop(signal.SIGKILL, to_group=True)
             pytest.fail(f"serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
         try:
             if httpx.get(f"{server.url}/health", headers=headers, timeout=2).status_code == 200:
@@ -182,19 +174,17 @@ def start_server(model_dir: Path, log: Path, *flags: str, env: dict[str, str] | 
         except httpx.TransportError:
             pass
         time.sleep(0.5)
-    server.kill()
+    server.stop(signal.SIGKILL, to_group=True)
     pytest.fail(f"no /health within {STARTUP_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")
 def server(trained_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("serve-log") / "serve.log"
-    flags = ["--serving.max_texts_per_request", str(MAX_TEXTS), "--serving.batch_timeout", "0.05"]
-    running = start_server(trained_model, log, *flags, "--model.max_length", "32")
+    flags = ["--serving.max_texts_per_request", str(MAX_TEXTS)]
+    running = start_server(trained_model, log, *flags, "--model.max_length", "32", leader="uv")
     yield running
-    left = running.stop()
-    running.kill()
-    assert not left, f"still running after SIGTERM: {left}"
+    running.stop_cleanly(signal.SIGTERM)  # to `uv run serve` alone, as docker stop or systemd send it
 
 
 def predict(server: Server, body: object) -> httpx.Response:
@@ -283,6 +273,7 @@ def test_health_info_and_docs(server: Server, trained_model: Path) -> None:
     health = httpx.get(f"{server.url}/health", timeout=5)
     assert (health.status_code, health.text) == (200, "ok")
     info = httpx.get(f"{server.url}/info", timeout=5).json()["model"]
+    assert (info["device"], info["precision"]) == ("cpu", "fp32")  # serving.precision auto, on a CPU
     assert info["labels"] == ["0", "1"]
     assert info["model_dir"] == str(trained_model)
     assert info["max_texts_per_request"] == MAX_TEXTS
@@ -302,21 +293,21 @@ def test_health_info_and_docs(server: Server, trained_model: Path) -> None:
 
 
 @pytest.mark.slow
-def test_fuzzing_the_schema_gives_no_server_error(server: Server) -> None:
-    """>= 500 schemathesis requests, valid and invalid bodies: every answer is a 2xx or a 4xx, never a 5xx."""
+def test_fuzzing_the_schema_finds_no_server_error_and_no_disagreement(server: Server) -> None:
+    """600 schemathesis requests, valid and invalid bodies: never a 5xx; every status, content type and body as the
+    OpenAPI document says; what the schema allows is accepted and what it forbids is refused."""
     operation = schemathesis.openapi.from_url(f"{server.url}/openapi.json")["/predict"]["POST"]
     statuses: list[int] = []
-    for mode, examples in ((schemathesis.GenerationMode.POSITIVE, 300), (schemathesis.GenerationMode.NEGATIVE, 300)):
+    for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):
 
         @given(case=operation.as_strategy(generation_mode=mode))
         @settings(
-            max_examples=examples, deadline=None, database=None, phases=[Phase.generate],
+            max_examples=300, deadline=None, database=None, phases=[Phase.generate],
             suppress_health_check=list(HealthCheck),
         )  # fmt: skip
         def send(case: schemathesis.Case[Any]) -> None:
-            response = case.call(base_url=server.url, timeout=30)
+            response = case.call_and_validate(base_url=server.url, timeout=30)
             statuses.append(response.status_code)
-            assert response.status_code < 500, f"{case.body!r} -> {response.status_code} {response.text[:300]}"
 
         send()
     assert len(statuses) >= 500
@@ -326,9 +317,82 @@ def test_fuzzing_the_schema_gives_no_server_error(server: Server) -> None:
 
 
 @pytest.mark.slow
-def test_api_key_protects_every_endpoint_and_sigterm_stops_everything(trained_model: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("content", "status"),
+    [
+        (b'{"text": NaN}', 422),  # json.loads reads NaN; the echo of it must not break the 422 itself
+        (b'{"text": 1e999}', 422),
+        (b'{"text": "\\ud800"}', 422),
+        (b'{"texts": [' + b'"a", ' * 50 + b'"b"]}', 422),
+        (b'{"text": "\xff\xfe not UTF-8"}', 400),
+        (b"[" * 100_000 + b"]" * 100_000, 400),  # nesting deeper than the JSON parser goes
+    ],
+    ids=["nan", "infinity", "lone-surrogate", "too-many-texts", "not-utf-8", "deep-nesting"],
+)  # fmt: skip
+def test_odd_bodies_get_a_documented_4xx(server: Server, content: bytes, status: int) -> None:
+    response = httpx.post(f"{server.url}/predict", content=content, headers={"content-type": "application/json"})
+    assert response.status_code == status, response.text[:500]
+    documented = httpx.get(f"{server.url}/openapi.json", timeout=5).json()["paths"]["/predict"]["post"]["responses"]
+    assert str(status) in documented
+    assert "detail" in response.json()
+
+
+@pytest.mark.slow
+def test_a_422_echoes_only_a_short_prefix_of_the_input(server: Server) -> None:
+    huge = "x" * 240_000  # over the 100,000-character limit
+    response = predict(server, {"text": huge})
+    assert response.status_code == 422
+    assert len(response.content) < 1_000, f"{len(response.content)} bytes came back"
+    (detail,) = response.json()["detail"]
+    assert detail["loc"] == ["body", "text"]
+    assert detail["input"] == "x" * 40 + "…"
+
+
+def samples(server: Server) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """/metrics as {(sample name, labels): value}."""
+    response = httpx.get(f"{server.url}/metrics", timeout=5)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+@pytest.mark.slow
+def test_metrics_count_requests_latency_and_batches(server: Server) -> None:
+    """Known traffic, one request at a time (so each is a batch of its own): the counters move by exactly that much."""
+    ok = (("method", "POST"), ("path", "/predict"), ("status", "200"))
+    bad = (("method", "POST"), ("path", "/predict"), ("status", "422"))
+    timed = (("path", "/predict"),)
+    before = samples(server)
+    for body in ({"text": "the film was great"}, {"text": "dull"}, {"texts": ["superb", "awful", "fine"]}, {"x": 1}):
+        predict(server, body)
+    after = samples(server)
+
+    def moved(name: str, labels: tuple[tuple[str, str], ...] = ()) -> float:
+        return after.get((name, labels), 0.0) - before.get((name, labels), 0.0)
+
+    assert moved("http_requests_total", ok) == 3
+    assert moved("http_requests_total", bad) == 1
+    assert moved("http_request_duration_seconds_count", timed) == 4
+    assert moved("http_request_duration_seconds_sum", timed) > 0
+    assert moved("inference_batch_size_count") == 3  # the 422 never reaches the model
+    assert moved("inference_batch_size_sum") == 5
+    assert moved("inference_batch_seconds_count") == 3
+
+
+@pytest.mark.slow
+def test_every_status_the_api_answers_is_documented(server: Server) -> None:
+    documented = httpx.get(f"{server.url}/openapi.json", timeout=5).json()["paths"]["/predict"]["post"]["responses"]
+    assert set(documented) == {"200", "400", "401", "422", "504"}
+
+
+@pytest.mark.slow
+def test_api_key_protects_every_endpoint_and_ctrl_c_stops_everything(trained_model: Path, tmp_path: Path) -> None:
     key = "test-key-123"
-    running = start_server(trained_model, tmp_path / "serve.log", env={"LIT_SERVER_API_KEY": key})
+    running = start_server(trained_model, tmp_path / "serve.log", env={"LIT_SERVER_API_KEY": key}, leader="uv")
     try:
         text = {"text": "the film was superb"}
         assert httpx.post(f"{running.url}/predict", json=text, timeout=30).status_code == 401
@@ -338,12 +402,21 @@ def test_api_key_protects_every_endpoint_and_sigterm_stops_everything(trained_mo
         good = {"X-API-Key": key}
         assert httpx.post(f"{running.url}/predict", json=text, headers=good, timeout=30).status_code == 200
         assert httpx.get(f"{running.url}/health", headers=good, timeout=5).status_code == 200
+        assert httpx.get(f"{running.url}/metrics", timeout=5).status_code == 401
+        assert httpx.get(f"{running.url}/metrics", headers=good, timeout=5).status_code == 200
         workers = group_members(running.process.pid)
-        assert len(workers) >= 5, workers  # serve, sh, python, LitServe's API server and inference worker, ...
+        assert len(workers) >= 5, workers  # uv, serve, LitServe's API server and inference workers
     finally:
-        left = running.stop()
-        running.kill()
-    assert not left, f"still running {STOP_TIMEOUT_S} s after SIGTERM: {left}"
+        running.stop_cleanly(signal.SIGINT, to_group=True)  # Ctrl-C in a terminal reaches the whole group
+
+
+@pytest.mark.slow
+def test_a_precision_the_device_cannot_run_is_one_line_and_exit_2(trained_model: Path) -> None:
+    done = run("serve", "--serving.model_dir", str(trained_model), "--serving.precision", "fp16")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: serving.precision: fp16 needs a GPU; on a CPU use int8, fp32 or auto"
+    ]
 
 
 @pytest.mark.slow
@@ -354,3 +427,36 @@ def test_missing_model_is_one_line_and_exit_2(tmp_path: Path) -> None:
         f"error: serving.model_dir: {tmp_path / 'none'} is not a folder; train a model with `uv run train-local` or "
         "point to one"
     ]
+
+
+def test_a_model_with_nan_weights_is_refused_at_load(tmp_path: Path) -> None:
+    diverged = build_diverging_classifier(tmp_path / "diverged")
+    with pytest.raises(ModelDirError, match=r"model\.safetensors holds NaN or infinite weights \(classifier\.weight\)"):
+        check_finite_weights(diverged)
+    check_finite_weights(build_tiny_classifier(tmp_path / "fine"))  # a sound model passes
+
+
+@pytest.mark.slow
+def test_info_answers_for_a_metrics_file_with_nan(trained_model: Path, tmp_path: Path) -> None:
+    """metrics.json from an older run may hold NaN (not JSON): /info still answers, with null there."""
+    model = tmp_path / "model"
+    shutil.copytree(trained_model, model, ignore=shutil.ignore_patterns("checkpoints"))
+    (model / "metrics.json").write_text('{"accuracy": 0.5, "loss": NaN}')
+    running = start_server(model, tmp_path / "serve.log", leader="uv")
+    try:
+        info = httpx.get(f"{running.url}/info", timeout=5)
+        assert info.status_code == 200, info.text
+        assert info.json()["model"]["eval_metrics"] == {"accuracy": 0.5, "loss": None}
+        assert predict(running, {"text": "superb"}).status_code == 200
+    finally:
+        running.stop_cleanly(signal.SIGINT)  # Ctrl-C to `uv run serve` alone
+
+
+@pytest.mark.slow
+def test_kill_9_of_uv_run_serve_leaves_nothing(trained_model: Path, tmp_path: Path) -> None:
+    """uv cannot pass SIGKILL on: the kernel tells the server (lifetime.end_with_parent), which stops its workers.
+    The other ways to stop it are checked where those servers end: SIGTERM to uv (the `server` fixture), Ctrl-C to uv
+    alone (test_info_answers_for_a_metrics_file_with_nan) and to the group (test_api_key_protects_every_endpoint...)."""
+    running = start_server(trained_model, tmp_path / "serve.log", leader="uv")
+    assert len(group_members(running.process.pid)) >= 5, group_members(running.process.pid)
+    running.stop_cleanly(signal.SIGKILL)

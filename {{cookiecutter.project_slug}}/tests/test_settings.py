@@ -97,8 +97,12 @@ BAD_SETTINGS = {
     "yaml-not-a-mapping": ([], {}, "- just\n- a list\n", "expected a mapping of sections, got list"),
     "missing-file-flag": (["--config", "nowhere.yaml"], {}, None, "settings file nowhere.yaml not found"),
     "missing-file-env": ([], {"CONFIG": "/nowhere/settings.yaml"}, None, "settings file /nowhere/settings.yaml"),
-    "missing-local-checkpoint": (["--model.checkpoint", "/no/such/model"], {}, None, "local path /no/such/model"),
-    "missing-local-dataset": (["--data.dataset", "./no-such-data.csv"], {}, None, "data.dataset: Value error"),
+    "seed-beyond-numpy": (["--training.seed", str(2**32)], {}, None, "training.seed: Input should be less than"),
+    "negative-seed": (["--training.seed", "-1"], {}, None, "training.seed: Input should be greater than"),
+    "infinite-epochs": (["--training.num_train_epochs", "inf"], {}, None, "training.num_train_epochs: Input should"),
+    "nan-learning-rate": ([], {"TRAINING__LEARNING_RATE": "nan"}, None, "training.learning_rate: Input should be"),
+    "unknown-tracker": (["--training.report_to", "tensorbored"], {}, None, "training.report_to: Input should be"),
+    "huge-batch-timeout": (["--serving.batch_timeout", "1e9"], {}, None, "serving.batch_timeout: Input should be"),
     "positional-argument": (["epochs=3"], {}, None, "unexpected argument 'epochs=3'"),
     "flag-without-value": (["--training.seed"], {}, None, "flag --training.seed needs a value"),
     "flag-without-section": (["--seed", "3"], {}, None, "name a field as --section.field"),
@@ -118,3 +122,57 @@ def test_bad_setting_is_one_line_and_exit_2(case: str, tmp_path: Path) -> None:
     assert lines[0].startswith("error: ")
     assert expected in lines[0]
     assert done.stdout == ""
+
+
+def test_local_paths_are_checked_by_the_command_that_reads_them() -> None:
+    """Settings load wherever the training inputs are absent (e.g. the serving image); training checks them."""
+    done = run("show-settings", "--model.checkpoint", "/no/such/model", "--data.dataset", "./no-such-data.csv")
+    assert done.returncode == 0, done.stderr
+    assert "checkpoint: /no/such/model" in done.stdout
+
+
+# Each command that takes settings flags, and sections its --help must list (beside those of the other commands).
+HELP = {
+    "train-local": ("model", "data", "training"),
+    "serve": ("serving", "model"),
+    "build-image": ("image",),
+    "serve-image": ("serving", "image"),
+    "train-cloud": ("model", "data", "training", "serving", "image"),
+    "serve-cloud": ("model", "data", "training", "serving", "image"),
+    "show-settings": ("model", "data", "training", "serving", "image"),
+}
+
+
+@pytest.mark.parametrize("command", HELP)
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_lists_each_setting_with_type_current_value_and_meaning(command: str, flag: str) -> None:
+    """The current value is what the command would use: the file, then the environment, then the flags given."""
+    sections = HELP[command]
+    env = {f"{ENV_PREFIX}SERVING__PORT": "9123"}
+    done = run(command, "--image.tag", "9.9.9", flag, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    values = yaml.safe_load(SETTINGS_FILE.read_text())
+    for section in sections:
+        for field in values[section]:
+            line = next((line for line in done.stdout.splitlines() if line.startswith(f"  --{section}.{field} ")), "")
+            assert "[now: " in line, f"--{section}.{field} missing from {command} {flag}"
+            description = done.stdout.splitlines()[done.stdout.splitlines().index(line) + 1]
+            assert description.strip(), f"--{section}.{field} has no description"
+    if "serving" in sections:
+        assert "  --serving.port INT  [now: 9123]" in done.stdout  # the environment applies
+        assert "--training.learning_rate" not in done.stdout or "training" in sections
+    if "image" in sections:
+        assert "  --image.tag TEXT  [now: 9.9.9]" in done.stdout  # so do the flags
+    if "training" in sections:
+        assert "  --training.mixed_precision auto|no|fp16|bf16  [now: auto]" in done.stdout
+        assert "  --training.save_total_limit INT | null  [now: 2]" in done.stdout
+
+
+def test_help_still_answers_when_the_settings_do_not_load() -> None:
+    done = run("train-local", "--training.seed", "oops", "--help")
+    assert done.returncode == 0, done.stderr
+    assert "The current settings do not load (training.seed: Input should be a valid integer" in " ".join(
+        done.stdout.split()
+    )
+    assert "  --training.seed INT  [now: 42]" in done.stdout

@@ -1,17 +1,33 @@
 """`train-local` end to end on a tiny DistilBERT and a small review set, offline."""
 
 import json
-import os
+import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
+import huggingface_hub.constants
+import mlflow
 import pytest
+from huggingface_hub import ModelCard
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from tests.conftest import BIN, PROJECT, offline_env, run, train_flags
-from tests.tiny import build_tiny_classifier, write_csv
+from first_day import checkpoints, lifetime
+from first_day.settings import SettingsError, load_settings
+from first_day.train import PreflightError, preflight, train, training_arguments
+
+from tests.conftest import (
+    PROJECT,
+    run,
+    send_and_wait,
+    start_in_own_group,
+    train_flags,
+    uv_run,
+)
+from tests.tiny import build_diverging_classifier, build_tiny_classifier, write_csv
 
 pytestmark = pytest.mark.slow
 
@@ -22,11 +38,31 @@ def train_ok(*flags: str) -> subprocess.CompletedProcess[str]:
     return done
 
 
+def strict_json(path: Path) -> dict[str, Any]:
+    """JSON as the standard has it: NaN and Infinity are not numbers there."""
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{path} holds {constant}, which is not JSON")
+
+    loaded: dict[str, Any] = json.loads(path.read_text(), parse_constant=refuse)
+    return loaded
+
+
+def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
+    """The single `error:` line of a failed command; no traceback on either stream."""
+    assert done.returncode != 0
+    assert "Traceback" not in done.stdout + done.stderr, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, done.stderr[-3000:]
+    return errors[0]
+
+
 def test_train_local_writes_a_servable_model(trained_model: Path) -> None:
     for name in ("config.json", "model.safetensors", "tokenizer.json", "metrics.json", "curves.png"):
         assert (trained_model / name).is_file(), name
         assert (trained_model / name).stat().st_mode & 0o044 == 0o044, f"{name} must be readable by the image's user"
-    metrics = json.loads((trained_model / "metrics.json").read_text())
+    metrics = strict_json(trained_model / "metrics.json")
+    strict_json(trained_model / "log_history.json")
     assert metrics["accuracy"] >= 0.9  # the words decide the label: a working fine-tune learns them
     assert 0 <= metrics["f1_macro"] <= 1
     assert metrics["label_names"] == ["0", "1"]
@@ -38,41 +74,193 @@ def test_train_local_writes_a_servable_model(trained_model: Path) -> None:
     assert int(logits.argmax()) == 1
 
 
-def test_same_seed_same_metrics(trained_model: Path, tiny_checkpoint: Path, review_data: Path, tmp_path: Path) -> None:
+def test_a_model_card_and_tensorboard_curves_sit_beside_the_model(trained_model: Path, tiny_checkpoint: Path) -> None:
+    """The shared model was trained with report_to tensorboard (conftest.trained_model)."""
+    metrics = strict_json(trained_model / "metrics.json")
+    card = ModelCard.load(trained_model / "README.md")
+    assert f"- Accuracy: {round(metrics['accuracy'], 4)}" in card.text
+    assert f"fine-tuned version of [{tiny_checkpoint.name}]" in card.text  # a local base model, by its folder name
+    assert "- learning_rate: 0.005" in card.text
+    assert "Labels, in class-index order: `0`, `1`." in card.text
+    events = EventAccumulator(str(trained_model / "runs"))
+    events.Reload()
+    assert {"train/loss", "eval/accuracy"} <= set(events.Tags()["scalars"])
+    assert events.Scalars("eval/accuracy")[-1].value == pytest.approx(metrics["accuracy"])
+
+
+def test_report_to_mlflow_logs_the_run_to_the_tracking_uri(
+    tiny_checkpoint: Path, review_data: Path, tmp_path: Path
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    flags = train_flags(tiny_checkpoint, review_data, tmp_path / "model", "--training.num_train_epochs", "1")
+    done = run("train-local", *flags, "--training.report_to", "mlflow", env={"MLFLOW_TRACKING_URI": uri})
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiments = [experiment.experiment_id for experiment in client.search_experiments()]
+    (logged,) = client.search_runs(experiment_ids=experiments)
+    metrics = strict_json(tmp_path / "model" / "metrics.json")
+    assert logged.data.metrics["eval_accuracy"] == pytest.approx(metrics["accuracy"])
+    assert logged.data.params["learning_rate"] == "0.005"
+
+
+def test_report_to_wandb_writes_an_offline_run(tiny_checkpoint: Path, review_data: Path, tmp_path: Path) -> None:
+    flags = train_flags(tiny_checkpoint, review_data, tmp_path / "model", "--training.num_train_epochs", "1")
+    env = {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_PROJECT": "tests", "WANDB_SILENT": "true"}
+    done = run("train-local", *flags, "--training.report_to", "wandb", env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_file,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+    assert run_file.stat().st_size > 0
+
+
+def test_keeping_the_best_checkpoint_needs_matching_strategies(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(PROJECT)
+    best = ["--training.load_best_model_at_end", "true", "--training.metric_for_best_model", "accuracy"]
+    args = training_arguments(load_settings(best, environ={}).training)
+    assert (args.load_best_model_at_end, args.metric_for_best_model, args.greater_is_better) == (True, "accuracy", True)
+    with pytest.raises(SettingsError, match=r"^training: load_best_model_at_end needs eval_strategy and save_strategy"):
+        load_settings([*best, "--training.save_strategy", "no"], environ={})
+
+
+def test_same_seed_same_metrics_and_a_rerun_with_new_settings_trains_afresh(
+    trained_model: Path, tiny_checkpoint: Path, review_data: Path, tmp_path: Path
+) -> None:
     train_ok(*train_flags(tiny_checkpoint, review_data, tmp_path))
     first = json.loads((trained_model / "metrics.json").read_text())
     second = json.loads((tmp_path / "metrics.json").read_text())
     for key in ("loss", "accuracy", "f1_macro", "train_loss", "global_step"):
         assert first[key] == second[key], key
 
+    # The run finished: the same folder with another learning rate trains again from the checkpoint's weights.
+    rerun = train_ok(*train_flags(tiny_checkpoint, review_data, tmp_path, "--training.learning_rate", "0.002"))
+    third = json.loads((tmp_path / "metrics.json").read_text())
+    assert "finished: training afresh" in rerun.stderr
+    assert third["resumed_from_step"] == 0
+    assert third["global_step"] == second["global_step"]
+    assert 0 < third["train_loss"] != second["train_loss"]
 
-def test_interrupted_training_resumes_from_the_last_checkpoint(
+
+def test_the_same_seed_draws_the_same_new_classification_head(
+    tiny_checkpoint: Path, review_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint without a classification head, as distilbert-base-uncased is: the head the run adds is drawn from
+    the seed, so two runs with the same settings end with the same metrics."""
+    headless = tmp_path / "headless"
+    AutoModelForSequenceClassification.from_pretrained(tiny_checkpoint).base_model.save_pretrained(headless)
+    AutoTokenizer.from_pretrained(tiny_checkpoint).save_pretrained(headless)
+    monkeypatch.chdir(PROJECT)
+    first, second = (
+        train(load_settings(train_flags(headless, review_data, tmp_path / run), environ={})) for run in ("a", "b")
+    )
+    for key in ("loss", "accuracy", "train_loss"):
+        assert first[key] == second[key], key
+
+
+def test_a_diverging_run_stops_in_one_line_and_keeps_the_previous_model(
+    trained_model: Path, review_data: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "model"
+    shutil.copytree(trained_model, output)
+    before = {name: (output / name).read_bytes() for name in ("model.safetensors", "metrics.json")}
+    diverging = build_diverging_classifier(tmp_path / "nan-checkpoint")
+    line = one_error_line(run("train-local", *train_flags(diverging, review_data, output)))
+    assert line.startswith("error: training diverged (loss became nan at step "), line
+    assert "--training.resume false" in line
+    assert {name: (output / name).read_bytes() for name in before} == before  # the finished model is untouched
+
+
+def resume_flags(checkpoint: Path, data: Path, output: Path, *extra: str) -> list[str]:
+    """20 epochs of 13 steps (200 rows, batch 16), a checkpoint every 4 steps and only the last one kept: long enough
+    that a run killed at its second checkpoint cannot finish first, whatever the machine's speed."""
+    return train_flags(
+        checkpoint, data, output,
+        "--training.num_train_epochs", "20", "--training.save_strategy", "steps", "--training.save_steps", "4",
+        "--training.save_total_limit", "1", "--training.eval_strategy", "no", *extra,
+    )  # fmt: skip
+
+
+def newest_complete_step(checkpoints: Path) -> int:
+    """The step of the newest checkpoint whose save finished (its trainer_state.json is written last); 0: none yet."""
+    steps = [
+        int(state.parent.name.removeprefix("checkpoint-"))
+        for state in checkpoints.glob("checkpoint-*/trainer_state.json")
+    ]
+    return max(steps, default=0)
+
+
+def test_an_interrupted_run_resumes_and_one_with_other_settings_is_refused(
     tiny_checkpoint: Path, review_data: Path, tmp_path: Path
 ) -> None:
-    # 200 rows / batch 16 = 13 steps per epoch; 3 epochs = 39 steps, a checkpoint every 4.
-    flags = train_flags(
-        tiny_checkpoint, review_data, tmp_path,
-        "--training.num_train_epochs", "3", "--training.save_strategy", "steps", "--training.save_steps", "4",
-        "--training.save_total_limit", "null", "--training.eval_strategy", "no",
-    )  # fmt: skip
-    first = subprocess.Popen(
-        [str(BIN / "train-local"), *flags], cwd=PROJECT, env=offline_env(), start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    checkpoint = tmp_path / "checkpoints" / "checkpoint-8"
+    flags = resume_flags(tiny_checkpoint, review_data, tmp_path)
+    first = start_in_own_group(uv_run("train-local", *flags), tmp_path.parent / f"{tmp_path.name}.log")
+    checkpoints = tmp_path / "checkpoints"
     deadline = time.monotonic() + 300
-    while not (checkpoint / "trainer_state.json").exists() and first.poll() is None and time.monotonic() < deadline:
+    # Any complete checkpoint from step 8 on: rotation deletes each one a few steps later, so a poller that waits
+    # for one name in particular can miss it and sleep through the whole run.
+    while newest_complete_step(checkpoints) < 8 and time.monotonic() < deadline:
+        if first.poll() is not None:
+            break
         time.sleep(0.05)
-    os.killpg(first.pid, signal.SIGKILL)  # as a preempted machine would: no chance to clean up
-    first.wait()
-    assert checkpoint.is_dir(), "the first run never reached its second checkpoint"
+    # kill -9 of `uv run` alone: the training process must not go on unseen (and write a model)
+    left = send_and_wait(first, signal.SIGKILL, to_group=False)
+    assert not left, f"still training 10 s after kill -9 of uv: {left}"
+    saved = sorted(checkpoints.glob("checkpoint-*"))
+    assert saved, "the first run never saved a checkpoint"
     assert not (tmp_path / "metrics.json").exists(), "the killed run must not look finished"
 
+    # Other settings would not continue that run: refused, checkpoints untouched.
+    other = resume_flags(tiny_checkpoint, review_data, tmp_path, "--training.learning_rate", "0.004")
+    line = one_error_line(run("train-local", *other))
+    assert "holds an unfinished run with other settings (training.learning_rate 0.005 → 0.004)" in line, line
+    assert "--training.resume false" in line
+    assert sorted(checkpoints.glob("checkpoint-*")) == saved
+
+    # The same settings continue it; checkpoint rotation deletes the checkpoint it resumed from on the way.
+    resumed_step = newest_complete_step(checkpoints)  # a save cut short by the kill is not resumed from
     resumed = train_ok(*flags)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert "resuming from" in resumed.stderr
-    assert metrics["resumed_from_step"] >= 8
-    assert metrics["global_step"] == 39
+    assert metrics["resumed_from_step"] == resumed_step >= 8
+    assert metrics["global_step"] == 260
+    assert not (checkpoints / f"checkpoint-{resumed_step}").exists()
+
+
+def fake_run(output: Path, steps: list[int], record: dict[str, Any] | None) -> Path:
+    """Complete-looking checkpoints at `steps` under output/checkpoints, and their run.json (none: no record)."""
+    folder = output / checkpoints.CHECKPOINTS
+    for step in steps:
+        (folder / f"checkpoint-{step}").mkdir(parents=True)
+        (folder / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (folder / "checkpoint-12").mkdir(parents=True)  # a save cut short: no trainer_state.json
+    if record is not None:
+        (folder / checkpoints.RUN_FILE).write_text(json.dumps(record))
+    return folder
+
+
+@pytest.mark.parametrize("case", ["unfinished-same", "unfinished-other", "finished", "resume-false", "no-record"])
+def test_the_rerun_plan(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Which run a rerun continues, in process: the files decide, and a refusal names the flag that overrides it."""
+    monkeypatch.chdir(PROJECT)
+    flags = ["--training.output_dir", str(tmp_path), "--model.checkpoint", "./base"]
+    settings = load_settings(flags, environ={})
+    recorded = checkpoints.shaping_settings(settings)
+    if case == "unfinished-other":
+        recorded["training.learning_rate"] = 0.1
+    record = None if case == "no-record" else {"settings": recorded, "finished": case == "finished"}
+    folder = fake_run(tmp_path, [4, 8], record)
+    if case == "resume-false":
+        settings = load_settings([*flags, "--training.resume", "false"], environ={})
+    if case in ("unfinished-other", "no-record"):
+        with pytest.raises(checkpoints.RunError, match=r"--training\.resume false to start afresh"):
+            checkpoints.plan(settings)
+        return
+    plan = checkpoints.plan(settings)
+    if case == "unfinished-same":
+        assert (plan.resume_from, plan.resume_step) == (folder / "checkpoint-8", 8)
+    else:
+        assert (plan.resume_from, plan.resume_step) == (None, 0)
+        checkpoints.start(plan, settings)
+        assert list(folder.iterdir()) == [folder / checkpoints.RUN_FILE]  # the old run's checkpoints are gone
+    assert plan.note
 
 
 def test_two_cpu_processes_train_one_model(tiny_checkpoint: Path, review_data: Path, tmp_path: Path) -> None:
@@ -80,7 +268,7 @@ def test_two_cpu_processes_train_one_model(tiny_checkpoint: Path, review_data: P
     # on a machine without a GPU starts two through torchrun, and the Trainer joins them in a gloo DDP group.
     done = run(
         "accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-        "--dynamo_backend", "no", "-m", "{{ cookiecutter.package_name }}.train",
+        "--dynamo_backend", "no", "-m", "first_day.train",
         *train_flags(tiny_checkpoint, review_data, tmp_path),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -96,28 +284,68 @@ def three_label_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_classifier(tmp_path_factory.mktemp("tiny-3-labels"), num_labels=3)
 
 
+# The cases that differ from a good run by their flags alone.
+BAD_FLAGS = {
+    "unknown-split": ["--data.eval_split", "validation"],
+    "missing-text-column": ["--data.text_column", "review"],
+    "hub-dataset-offline": ["--data.dataset", "imdb"],
+    "hub-checkpoint-offline": ["--model.checkpoint", "distilbert-base-uncased"],
+    "wandb-without-login": ["--training.report_to", "wandb"],
+    "push-offline": ["--training.push_to_hub", "true"],
+    "push-without-token": ["--training.push_to_hub", "true"],
+}
+HUB_HINT = "HF_HUB_OFFLINE=1 when it is in the Hugging Face cache; or HF_ENDPOINT=<url> for a mirror"
+
+
+def without_credentials(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tracker and Hub cases: no W&B login, an offline Hub with a token, or no Hugging Face token at all."""
+    if case == "wandb-without-login":
+        for name in ("WANDB_API_KEY", "WANDB_MODE"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc login
+    elif case == "push-offline":
+        monkeypatch.setenv("HF_TOKEN", "hf_test")
+    elif case == "push-without-token":
+        for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+
+
 @pytest.mark.parametrize(
     ("case", "expected"),
     [
-        ("missing-dataset", "local path"),
+        ("missing-dataset", "data.dataset: local path"),
+        ("missing-checkpoint-and-dataset", "model.checkpoint: local path /no/such/model does not exist; data.dataset:"),
         ("unknown-split", "data.eval_split: unknown split 'validation'; the dataset has: train, test"),
         ("missing-text-column", "data.text_column: no column 'review'"),
         ("model-label-mismatch", "classifies into 3 labels but the data has 2"),
         ("label-out-of-range", "labels [2] in column 'label' are outside 0..1"),
         ("empty-dataset", "is empty"),
+        ("empty-text-cell", "data.dataset: row 3 of the train split has no text (an empty 'text' cell)"),
+        ("missing-label-cell", "data.dataset: row 1 of the train split has no label (an empty 'label' cell)"),
+        ("numbers-for-texts", "data.text_column: 'text' holds int64 values, not text"),
         ("hub-dataset-offline", "data.dataset: cannot load 'imdb'"),
+        ("hub-checkpoint-offline", "model.checkpoint: cannot load 'distilbert-base-uncased'"),
+        ("wandb-without-login", "training.report_to: wandb needs WANDB_API_KEY (or `wandb login`"),
+        ("push-offline", "training.push_to_hub: the Hub cannot be reached (HF_HUB_OFFLINE is set)"),
+        ("push-without-token", "training.push_to_hub: no Hugging Face token (set HF_TOKEN"),
     ],
 )
-def test_bad_input_is_one_line_and_no_model(
-    case: str, expected: str, tiny_checkpoint: Path, three_label_checkpoint: Path, review_data: Path, tmp_path: Path
+def test_input_problems_are_found_before_anything_is_written(
+    case: str,
+    expected: str,
+    tiny_checkpoint: Path,
+    three_label_checkpoint: Path,
+    review_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    checkpoint, data, extra = tiny_checkpoint, review_data, []
+    """In process (each command start costs seconds): the same preflight train-local runs before it writes."""
+    checkpoint, data, extra = tiny_checkpoint, review_data, BAD_FLAGS.get(case, [])
     if case == "missing-dataset":
         data = tmp_path / "nope"
-    elif case == "unknown-split":
-        extra = ["--data.eval_split", "validation"]
-    elif case == "missing-text-column":
-        extra = ["--data.text_column", "review"]
+    elif case == "missing-checkpoint-and-dataset":
+        checkpoint, data = Path("/no/such/model"), tmp_path / "nope"
     elif case == "model-label-mismatch":
         checkpoint = three_label_checkpoint
     elif case == "label-out-of-range":
@@ -125,14 +353,79 @@ def test_bad_input_is_one_line_and_no_model(
         extra = ["--data.label_names", '["neg", "pos"]']
     elif case == "empty-dataset":
         data = write_csv(tmp_path / "empty" / "train.csv", [])
-    elif case == "hub-dataset-offline":
-        extra = ["--data.dataset", "imdb"]
+    elif case == "empty-text-cell":
+        data = write_csv(tmp_path / "holes" / "train.csv", [("fine", 0), ("good", 1), ("odd", 0), ("", 1)] * 5)
+    elif case == "numbers-for-texts":
+        data = write_csv(tmp_path / "numbers" / "train.csv", [("17", 0), ("42", 1)] * 5)
+    elif case == "missing-label-cell":
+        data = tmp_path / "holes" / "train.csv"
+        data.parent.mkdir()
+        data.write_text("text,label\nfine,0\ngood,\nodd,1\nbad,0\n")
     output = tmp_path / "out"
-    done = run("train-local", *train_flags(checkpoint, data, output), *extra)
-    assert done.returncode != 0
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
-    assert errors, done.stderr[-2000:]
-    assert expected in errors[0]
-    assert "Traceback" not in done.stderr
-    assert not (output / "model.safetensors").exists()
+    monkeypatch.chdir(PROJECT)
+    without_credentials(case, tmp_path, monkeypatch)
+    settings = load_settings([*train_flags(checkpoint, data, output), *extra], environ={})
+    with pytest.raises(PreflightError) as raised:
+        preflight(settings)
+    assert expected in str(raised.value)
+    assert "\n" not in str(raised.value)
+    if case.startswith("hub-"):
+        assert HUB_HINT in str(raised.value)
+    assert not output.exists()
+
+
+def test_max_length_beyond_the_checkpoint_is_cut_to_its_limit_with_a_note(
+    tiny_checkpoint: Path,
+    review_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(PROJECT)
+    flags = [*train_flags(tiny_checkpoint, review_data, tmp_path), "--model.max_length", "1024"]
+    inputs = preflight(load_settings(flags, environ={}))
+    assert inputs.max_length == 64  # the tiny model's position table
+    assert "note: model.max_length 1024 is beyond the checkpoint's 64: using 64" in capsys.readouterr().err
+
+
+def test_train_local_reports_input_problems_in_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    output = tmp_path / "out"
+    line = one_error_line(run("train-local", *train_flags(Path("/no/such/model"), tmp_path / "nope", output)))
+    assert f"model.checkpoint: local path /no/such/model does not exist; data.dataset: local path {tmp_path}" in line
+    assert not output.exists(), "a run refused before training must write nothing"
+
+
+@pytest.mark.parametrize("to_group", [False, True], ids=["ctrl-c-to-uv-alone", "ctrl-c-to-the-group"])
+# kill -9 of uv: test_an_interrupted_run_resumes_and_one_with_other_settings_is_refused
+def test_stopping_uv_run_train_local_stops_training(
+    to_group: bool, tiny_checkpoint: Path, review_data: Path, tmp_path: Path
+) -> None:
+    """Ctrl-C, to uv alone or to the whole group as a terminal sends it: within 10 s nothing of `uv run train-local`
+    trains on, it says so in one line, and no final model is saved."""
+    flags = train_flags(tiny_checkpoint, review_data, tmp_path / "model", "--training.num_train_epochs", "400")
+    log = tmp_path / "train.log"
+    leader = start_in_own_group(uv_run("train-local", *flags), log)
+    deadline = time.monotonic() + 300
+    while "it/s]" not in log.read_text(errors="replace") and leader.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)  # until the progress bar shows training under way
+    assert leader.poll() is None, log.read_text()[-2000:]
+    left = send_and_wait(leader, signal.SIGINT, to_group=to_group)
+    assert not left, f"still running 10 s after Ctrl-C: {left}"
+    assert not (tmp_path / "model" / "metrics.json").exists(), "a stopped run must not save a final model"
+    said = log.read_text(errors="replace")
+    assert "error: interrupted; no model was saved" in said
+    assert "Traceback" not in said
+
+
+def test_a_stop_whose_interrupt_was_dropped_still_ends_training_at_the_next_step(
+    tiny_checkpoint: Path, review_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python drops a KeyboardInterrupt raised inside a finaliser (a progress bar's `__del__`, say): once Ctrl-C was
+    pressed, training raises it again at its next step, before any checkpoint, and saves no model."""
+    monkeypatch.chdir(PROJECT)
+    monkeypatch.setattr(lifetime, "_stopping", True)  # the handler ran; the exception it raised vanished
+    output = tmp_path / "model"
+    with pytest.raises(KeyboardInterrupt):
+        train(load_settings(train_flags(tiny_checkpoint, review_data, output), environ={}))
+    assert not list(output.rglob("checkpoint-*")), "training went on past its first step"
     assert not (output / "metrics.json").exists()

@@ -5,6 +5,7 @@ import csv
 import random
 from pathlib import Path
 
+import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import DistilBertConfig, DistilBertForSequenceClassification, PreTrainedTokenizerFast
 
@@ -74,4 +75,14 @@ def build_tiny_classifier(folder: Path, num_labels: int = 2) -> Path:
     config.num_labels = num_labels
     DistilBertForSequenceClassification(config).save_pretrained(folder)
     fast.save_pretrained(folder)
+    return folder
+
+
+def build_diverging_classifier(folder: Path) -> Path:
+    """The tiny classifier with NaN in its head: its loss is NaN from the first step, as in a diverged run."""
+    build_tiny_classifier(folder)
+    model = DistilBertForSequenceClassification.from_pretrained(folder)
+    with torch.no_grad():
+        model.classifier.weight.fill_(float("nan"))
+    model.save_pretrained(folder)
     return folder

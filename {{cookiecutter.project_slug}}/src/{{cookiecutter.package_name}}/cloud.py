@@ -1,21 +1,25 @@
-"""`uv run train-cloud` and `uv run serve-cloud`: train and serve on a cloud with SkyPilot, in the project's images.
+"""`uv run train-cloud` and `uv run serve-cloud`: the project's SkyPilot tasks, in the project's images.
 
-`train-cloud` runs sky_task.yaml with `sky launch` on a cluster that stops itself when idle
-(`cloud.idle_minutes_to_autostop`), or with `--managed` as a managed job (`sky jobs launch`) that SkyPilot relaunches
-after a spot preemption and tears down at the end. `serve-cloud` deploys sky_serve.yaml with `sky serve up` (its
-task runs this module with the argument `serve`). The images are the ones `uv run build-image` tags from the `image`
-settings: the `cloud` stage (`<registry>/<name>:<tag>-cloud`) for training, the `runtime` stage
-(`<registry>/<name>:<tag>`) for serving. Resources, bucket and image come from the `cloud` and `image` settings as
-`sky` flags.
+sky_task.yaml and sky_serve.yaml own the cloud side: where (`infra`), the machines, the number of nodes, autostop, the
+bucket and its store. Edit them there, or change one launch with `sky` flags, which pass through unchanged
+(`--infra aws/us-east-1`, `--gpus A100:8`, `--use-spot`, `--num-nodes 2`, `--env OUTPUTS_BUCKET=...`, `-y`, ...).
+This program adds only what the project knows:
 
-SkyPilot runs as a uv tool, `uv tool run --from 'skypilot[<cloud>]==0.14.1' sky ...`, never in the project
-environment: it pins click<8.2, which the Hugging Face libraries have outgrown.
+- the image `uv run build-image` tagged from the `image` settings (`--image-id`): the `cloud` stage for training, the
+  `runtime` stage for serving;
+- the model, data and training (or serving) settings that differ from configs/settings.yaml, the file baked into the
+  image, as the job's environment variables; training.output_dir (and serving.model_dir) under the bucket mount;
+- training inputs given as local paths, uploaded with the job (a copy of sky_task.yaml with file mounts);
+- the object store of the cloud the job runs on (OUTPUTS_STORE), so the bucket follows `--infra`;
+- secrets by name, never their values on the command line: those the YAML's `secrets:` lists (HF_TOKEN and the
+  trackers' for training, LIT_SERVER_API_KEY for serving) that are set here, and a registry login.
 
-Arguments: settings flags as for train-local (`--section.field VALUE`, `--config PATH`); the model, data and training
-settings that differ from configs/settings.yaml (the file baked into the image) reach the job as environment
-variables. This program's own flags are listed by `--help`; anything else goes to `sky` unchanged (`--dryrun`, `--down`,
-`-y`, `--infra aws/us-east-1`, `-c NAME`, ...). Every check runs before anything starts; a problem is one line on
-stderr and exit code 2.
+`train-cloud` runs `sky launch` (a cluster that stops itself when idle), or with `--managed` `sky jobs launch` (a job
+SkyPilot relaunches after a spot preemption and tears down at the end). `serve-cloud` runs `sky serve up`. SkyPilot
+runs as a uv tool, `uv tool run --from 'skypilot[<cloud>]==0.14.1' sky ...`, never in the project environment: it pins
+click<8.2, which the Hugging Face libraries have outgrown. SkyPilot checks the cloud credentials itself (`sky check`).
+Before a real launch this program checks the settings and that the image is built; a dry run (`--print-command`) needs
+neither credentials nor images. A problem is one line on stderr and exit code 2.
 """
 
 import json
@@ -32,35 +36,42 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from {{ cookiecutter.package_name }}.settings import DEFAULT_CONFIG, ENV_PREFIX, Settings, SettingsError, load_settings
+from {{ cookiecutter.package_name }}.settings import (
+    DEFAULT_CONFIG,
+    ENV_PREFIX,
+    HELP_FLAGS,
+    SECTIONS,
+    Settings,
+    SettingsError,
+    help_text,
+    is_local_reference,
+    load_settings,
+)
 
 SKYPILOT_VERSION = "0.14.1"
 CLOUDS = ("gcp", "aws", "azure", "kubernetes")
-INFRA_NAMES = {"gcp": "gcp", "aws": "aws", "azure": "azure", "kubernetes": "k8s"}  # `--infra` spellings
-INFRA_ALIASES = {"k8s": "kubernetes"}
+INFRA_ALIASES = {"k8s": "kubernetes"}  # `infra` spellings
+STORES = {"gcp": "gcs", "aws": "s3", "azure": "azure"}  # each cloud's object store; Kubernetes has none of its own
 TASK_YAML = Path("sky_task.yaml")
 SERVE_YAML = Path("sky_serve.yaml")
 TRAIN_NAME = "{{ cookiecutter.project_slug }}-train"  # the cluster (or managed job) name: a relaunch finds it again
 SERVICE_NAME = "{{ cookiecutter.project_slug }}"
 MOUNT = PurePosixPath("/outputs")  # where the tasks mount the bucket (file_mounts in both YAML files)
-BUCKET_ENV = "OUTPUTS_BUCKET"  # the tasks' bucket name variable
+STORE_ENV = "OUTPUTS_STORE"  # the tasks' variable for the bucket's store
+# Local training inputs travel with the job: uploaded to these folders on every node (file_mounts of TASK_WITH_INPUTS).
+INPUTS = {"model.checkpoint": PurePosixPath("/inputs/checkpoint"), "data.dataset": PurePosixPath("/inputs/dataset")}
+TASK_WITH_INPUTS = Path("build/sky_task.yaml")
 DOCKER_LOGIN = ("SKYPILOT_DOCKER_USERNAME", "SKYPILOT_DOCKER_PASSWORD", "SKYPILOT_DOCKER_SERVER")
 JOB_SECTIONS = {"train": ("model", "data", "training"), "serve": ("serving",)}
 # Set by the tasks themselves: the bucket paths, and the address SkyServe's load balancer talks to.
 FIXED_FIELDS = {"training.output_dir", "serving.model_dir", "serving.host", "serving.port"}
 OWN_FLAGS = {
-    "--print-command": "print the command that would run, and run nothing",
+    "--print-command": "print the command that would run, and run nothing (needs no credentials, no built image)",
     "--managed": "a managed job (sky jobs launch): relaunched after a spot preemption, torn down at the end",
     "--image-pushed": "skip the check that the image exists in the local Docker engine (e.g. CI pushed it)",
-    "--skip-credentials-check": "skip the check for the chosen cloud's credential files",
 }
 # Spellings of the `sky` options this program sets: one the user passes, in any spelling, replaces ours.
-SKY_OPTION_SPELLINGS = (
-    ("-c", "--cluster"),
-    ("-n", "--name", "--service-name"),
-    ("-i", "--idle-minutes-to-autostop"),
-    ("--use-spot", "--no-use-spot"),
-)
+SKY_OPTION_SPELLINGS = (("-c", "--cluster"), ("-n", "--name", "--service-name"), ("--image-id",))
 
 
 class CloudError(Exception):
@@ -74,7 +85,10 @@ class Request:
     sky_flags: list[str] = field(default_factory=list)
     print_only: bool = False
     image_pushed: bool = False
-    skip_credentials_check: bool = False
+
+    @property
+    def yaml_file(self) -> Path:
+        return SERVE_YAML if self.mode == "serve" else TASK_YAML
 
 
 def parse_arguments(argv: Sequence[str]) -> Request:
@@ -91,7 +105,6 @@ def parse_arguments(argv: Sequence[str]) -> Request:
                 raise CloudError(f"{name} takes no value")
             request.print_only |= name == "--print-command"
             request.image_pushed |= name == "--image-pushed"
-            request.skip_credentials_check |= name == "--skip-credentials-check"
             if name == "--managed":
                 if mode == "serve":
                     raise CloudError("--managed is for training; serve deploys a SkyServe service")
@@ -121,53 +134,17 @@ def user_sets(sky_flags: Sequence[str], option: str) -> bool:
     return any(arg.partition("=")[0] in spellings for arg in sky_flags)
 
 
-def chosen_cloud(settings: Settings, sky_flags: Sequence[str]) -> str:
-    """The cloud the launch will use: `--infra` among the sky flags, else `cloud.cloud`."""
+def chosen_cloud(yaml_file: Path, sky_flags: Sequence[str]) -> str:
+    """The cloud the launch will use: `--infra` among the sky flags, else the YAML file's `resources.infra`."""
     infra = flag_value(sky_flags, ["--infra"])
     if infra is None:
-        return settings.cloud.cloud
+        task = yaml.safe_load(yaml_file.read_text())
+        infra = str((task.get("resources") or {}).get("infra") or "") if isinstance(task, dict) else ""
     name = infra.split("/")[0].lower()
     name = INFRA_ALIASES.get(name, name)
     if name not in CLOUDS:
-        raise CloudError(f"unknown cloud {name!r} in --infra {infra}: train-cloud supports {', '.join(CLOUDS)}")
+        raise CloudError(f"unknown cloud {name!r} in infra {infra!r}: train-cloud supports {', '.join(CLOUDS)}")
     return name
-
-
-def credential_problem(cloud: str, environ: Mapping[str, str], home: Path) -> str | None:
-    """Why the cloud's credentials look absent (cheap file and variable checks), or None when something is there."""
-
-    def any_file(*paths: Path) -> bool:
-        return any(path.exists() for path in paths)
-
-    def env_path(name: str, default: Path) -> Path:
-        return Path(environ[name]).expanduser() if environ.get(name) else default
-
-    if cloud == "gcp":
-        found = any_file(env_path("CLOUDSDK_CONFIG", home / ".config/gcloud"))
-        found |= bool(environ.get("GOOGLE_APPLICATION_CREDENTIALS")) and any_file(
-            Path(environ["GOOGLE_APPLICATION_CREDENTIALS"]).expanduser()
-        )
-        where = "~/.config/gcloud or $GOOGLE_APPLICATION_CREDENTIALS"
-        login = "run `gcloud auth application-default login`"
-    elif cloud == "aws":
-        found = bool(environ.get("AWS_ACCESS_KEY_ID")) or any_file(
-            env_path("AWS_SHARED_CREDENTIALS_FILE", home / ".aws/credentials"),
-            env_path("AWS_CONFIG_FILE", home / ".aws/config"),
-        )
-        where, login = "~/.aws/credentials, ~/.aws/config or $AWS_ACCESS_KEY_ID", "run `aws configure`"
-    elif cloud == "azure":
-        found = any_file(env_path("AZURE_CONFIG_DIR", home / ".azure"))
-        where, login = "~/.azure", "run `az login`"
-    else:
-        configs = [Path(p).expanduser() for p in environ.get("KUBECONFIG", "").split(os.pathsep) if p]
-        found = any_file(*(configs or [home / ".kube/config"]))
-        where, login = "$KUBECONFIG or ~/.kube/config", "write a kubeconfig for your cluster"
-    if found:
-        return None
-    return (
-        f"no {cloud} credentials found ({where}): {login} and check with "
-        f"`uvx --from 'skypilot[{cloud}]=={SKYPILOT_VERSION}' sky check {cloud}`, or pass --skip-credentials-check"
-    )
 
 
 def docker_login_secrets(environ: Mapping[str, str]) -> list[str]:
@@ -229,7 +206,7 @@ def file_sections(path: Path, sections: Sequence[str]) -> dict[str, dict[str, An
         try:
             found[section] = model.model_validate(values.get(section)).model_dump(mode="json")
         except ValidationError:
-            continue  # e.g. a local path that is not here: forward the whole section
+            continue  # an unreadable section: forward the whole of it
     return found
 
 
@@ -248,51 +225,79 @@ def changed_settings(
     return changed
 
 
-def resource_options(settings: Settings, cloud: str, mode: str) -> list[tuple[str, str | None]]:
-    """`sky` options from the `cloud` and `image` settings: (option, value), value None for a switch."""
-    region = f"/{settings.cloud.region}" if settings.cloud.region else ""
-    options: list[tuple[str, str | None]] = [("--infra", INFRA_NAMES[cloud] + region)]
-    if mode == "serve":  # the service's machines are sized in sky_serve.yaml: serving needs no training GPU
-        return [("-n", SERVICE_NAME), *options, ("--image-id", f"docker:{settings.image.reference}")]
-    options.append(("--image-id", f"docker:{settings.image.cloud_reference}"))
-    options.append(("--gpus", settings.cloud.accelerators or "none"))
-    options.append(("--cpus", settings.cloud.cpus))
-    if settings.cloud.memory:
-        options.append(("--memory", settings.cloud.memory))
-    options.append(("--disk-size", str(settings.cloud.disk_size)))
-    options.append(("--use-spot" if settings.cloud.use_spot else "--no-use-spot", None))
-    options.append(("--num-nodes", str(settings.cloud.num_nodes)))
-    if mode == "managed":
-        return [("-n", TRAIN_NAME), *options]
-    autostop = settings.cloud.idle_minutes_to_autostop
-    return [("-c", TRAIN_NAME), *([("-i", str(autostop))] if autostop is not None else []), *options]
+def local_inputs(settings: Settings) -> dict[str, tuple[Path, PurePosixPath]]:
+    """The training inputs given as local paths: setting → (the path here, where the job finds it on the node)."""
+    found = {}
+    for setting, reference in (
+        ("model.checkpoint", settings.model.checkpoint),
+        ("data.dataset", settings.data.dataset),
+    ):
+        if not is_local_reference(reference):
+            continue
+        local = Path(reference).expanduser().resolve()
+        if not local.exists():
+            raise CloudError(f"{setting}: local path {reference} does not exist here, so the job has nothing to upload")
+        found[setting] = (local, INPUTS[setting] if local.is_dir() else INPUTS[setting] / local.name)
+    return found
+
+
+def task_with_inputs(uploads: Mapping[str, tuple[Path, PurePosixPath]]) -> Path:
+    """sky_task.yaml plus a file mount per local input, written to TASK_WITH_INPUTS (SkyPilot uploads them)."""
+    task = yaml.safe_load(TASK_YAML.read_text())
+    task.setdefault("file_mounts", {}).update({str(remote): str(local) for local, remote in uploads.values()})
+    TASK_WITH_INPUTS.parent.mkdir(parents=True, exist_ok=True)
+    header = f"# Written by train-cloud: {TASK_YAML} plus uploads of the local training inputs. Edit {TASK_YAML}.\n"
+    TASK_WITH_INPUTS.write_text(header + yaml.safe_dump(task, sort_keys=False))
+    return TASK_WITH_INPUTS
+
+
+def job_environment(
+    request: Request, settings: Settings, cloud: str, uploads: Mapping[str, tuple[Path, PurePosixPath]]
+) -> dict[str, str]:
+    """The job's variables: the bucket's store, the bucket paths, the changed settings, the uploaded inputs."""
+    baseline = file_sections(DEFAULT_CONFIG, [*JOB_SECTIONS["train"], *JOB_SECTIONS["serve"]])
+    outputs = str(bucket_path(settings.training.output_dir))
+    job_env = {STORE_ENV: STORES[cloud]} if cloud in STORES else {}
+    if request.mode == "serve":
+        job_env[f"{ENV_PREFIX}SERVING__MODEL_DIR"] = outputs
+    else:
+        job_env[f"{ENV_PREFIX}TRAINING__OUTPUT_DIR"] = outputs
+    job_env.update(changed_settings(settings, baseline, JOB_SECTIONS["serve" if request.mode == "serve" else "train"]))
+    for setting, (_, remote) in uploads.items():
+        section, name = setting.split(".")
+        job_env[f"{ENV_PREFIX}{section.upper()}__{name.upper()}"] = str(remote)
+    return job_env
 
 
 def sky_arguments(
-    request: Request, settings: Settings, baseline: Mapping[str, dict[str, Any]], cloud: str, environ: Mapping[str, str]
+    request: Request,
+    settings: Settings,
+    cloud: str,
+    environ: Mapping[str, str],
+    uploads: Mapping[str, tuple[Path, PurePosixPath]],
 ) -> list[str]:
-    """Everything after `sky`: the subcommand, the YAML, options from the settings, then the user's `sky` flags."""
+    """Everything after `sky`: the subcommand, the YAML, what the project adds, then the user's `sky` flags."""
     subcommand = {"train": ["launch"], "managed": ["jobs", "launch"], "serve": ["serve", "up"]}[request.mode]
-    yaml_file = SERVE_YAML if request.mode == "serve" else TASK_YAML
+    yaml_file = task_with_inputs(uploads) if uploads else request.yaml_file
+    image = settings.image.reference if request.mode == "serve" else settings.image.cloud_reference
+    name = {"train": ("-c", TRAIN_NAME), "managed": ("-n", TRAIN_NAME), "serve": ("-n", SERVICE_NAME)}[request.mode]
     arguments = [*subcommand, str(yaml_file)]
-    for option, value in resource_options(settings, cloud, request.mode):
+    for option, value in (name, ("--image-id", f"docker:{image}")):
         if not user_sets(request.sky_flags, option):
-            arguments += [option] if value is None else [option, value]
-    outputs = bucket_path(settings.training.output_dir)
-    job_env = {BUCKET_ENV: settings.cloud.bucket}
-    if request.mode == "serve":
-        job_env[f"{ENV_PREFIX}SERVING__MODEL_DIR"] = str(outputs)
-    else:
-        job_env[f"{ENV_PREFIX}TRAINING__OUTPUT_DIR"] = str(outputs)
-    sections = JOB_SECTIONS["serve" if request.mode == "serve" else "train"]
-    job_env.update(changed_settings(settings, baseline, sections))
-    for name, value in job_env.items():
-        arguments += ["--env", f"{name}={value}"]
+            arguments += [option, value]
+    for variable, value in job_environment(request, settings, cloud, uploads).items():
+        arguments += ["--env", f"{variable}={value}"]
     # Secrets by name only: `sky` reads their values from this environment, so they never appear in the command.
-    secret = "LIT_SERVER_API_KEY" if request.mode == "serve" else "HF_TOKEN"
-    arguments += ["--secret", secret] if environ.get(secret) else []
+    for secret in declared_secrets(request.yaml_file):
+        arguments += ["--secret", secret] if environ.get(secret) else []
     arguments += docker_login_secrets(environ)
     return [*arguments, *request.sky_flags]
+
+
+def declared_secrets(yaml_file: Path) -> list[str]:
+    """The names under the task's `secrets:` (the YAML owns which secrets a job may receive)."""
+    task = yaml.safe_load(yaml_file.read_text()) or {}
+    return [str(name) for name in task.get("secrets") or {}]
 
 
 def uv_binary(environ: Mapping[str, str]) -> str:
@@ -303,42 +308,50 @@ def uv_binary(environ: Mapping[str, str]) -> str:
     return found
 
 
-def build_command(request: Request, environ: Mapping[str, str], home: Path) -> list[str]:
-    """The full command line, after every check; raises CloudError or SettingsError."""
+def build_command(request: Request, environ: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """The full command line and notes for a person, after every check; raises CloudError or SettingsError."""
     settings = load_settings(request.settings_flags, environ)
-    baseline = file_sections(DEFAULT_CONFIG, [*JOB_SECTIONS["train"], *JOB_SECTIONS["serve"]])
-    cloud = chosen_cloud(settings, request.sky_flags)
-    yaml_file = SERVE_YAML if request.mode == "serve" else TASK_YAML
-    if not yaml_file.is_file():
-        raise CloudError(f"{yaml_file} not found in {Path.cwd()}: run this from the project root")
-    arguments = sky_arguments(request, settings, baseline, cloud, environ)
-    if not request.skip_credentials_check and (problem := credential_problem(cloud, environ, home)):
-        raise CloudError(problem)
+    if not request.yaml_file.is_file():
+        raise CloudError(f"{request.yaml_file} not found in {Path.cwd()}: run this from the project root")
+    cloud = chosen_cloud(request.yaml_file, request.sky_flags)
+    uploads = {} if request.mode == "serve" else local_inputs(settings)
+    arguments = sky_arguments(request, settings, cloud, environ, uploads)
     image = settings.image.reference if request.mode == "serve" else settings.image.cloud_reference
-    if not request.image_pushed and (problem := image_problem(image)):
-        raise CloudError(problem)
+    if not request.print_only and not request.image_pushed and (problem := image_problem(image)):
+        raise CloudError(problem)  # a real launch only: a dry run needs no built image
     tool = ["tool", "run", "--from", f"skypilot[{cloud}]=={SKYPILOT_VERSION}", "sky"]
-    return [uv_binary(environ), *tool, *arguments]
+    notes = [
+        f"note: {setting} {local} is uploaded with the job to {remote}" for setting, (local, remote) in uploads.items()
+    ]
+    return [uv_binary(environ), *tool, *arguments], notes
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     arguments = sys.argv[1:] if argv is None else list(argv)
-    if arguments[:1] in (["-h"], ["--help"]):
+    if any(arg in HELP_FLAGS for arg in arguments):
         own = "\n".join(f"  {flag:<26}{what}" for flag, what in OWN_FLAGS.items())
         sky_help = f"uvx --from 'skypilot=={SKYPILOT_VERSION}' sky launch --help"
-        print(f"{(__doc__ or '').strip()}\n\nOwn flags:\n{own}\n\n`sky` flags: {sky_help}")
+        settings_flags = parse_arguments([arg for arg in arguments if arg not in HELP_FLAGS]).settings_flags
+        settings = help_text(Path(sys.argv[0]).name, "", SECTIONS, settings_flags)
+        print(f"{(__doc__ or '').strip()}\n\nOwn flags:\n{own}\n\n`sky` flags: {sky_help}\n\n{settings}")
         return
     try:
         request = parse_arguments(arguments)
-        command = build_command(request, os.environ, Path.home())
+        command, notes = build_command(request, os.environ)
     except (CloudError, SettingsError) as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    for note in notes:
+        print(note, file=sys.stderr)
     if request.print_only:
         print(shlex.join(command))
         return
     print(f"$ {shlex.join(command)}", file=sys.stderr, flush=True)
     os.execv(command[0], command)  # sky takes this process's place: Ctrl-C and its exit code reach the caller
+
+
+def serve_main() -> None:
+    main(["serve", *sys.argv[1:]])
 
 
 if __name__ == "__main__":

@@ -5,17 +5,32 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import pyarrow as pa
+import pyarrow.compute as pc
 from transformers import PreTrainedTokenizerBase
 
-from {{ cookiecutter.package_name }}.settings import DataSettings, is_local_reference
+from {{ cookiecutter.package_name }}.settings import DataSettings, first_line, is_local_reference
 
 # datasets' builder for each local file type
 BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 EVAL_SPLIT_PREFERENCE = ("test", "validation")
+# Words in the libraries' errors when the Hugging Face Hub cannot be reached (or HF_HUB_OFFLINE=1 is set).
+HUB_UNREACHABLE = ("couldn't connect", "couldn't reach", "offline", "localentrynotfound", "connection")
 
 
 class DataError(Exception):
     """A problem with the dataset or its settings, phrased for a person in one line."""
+
+
+def cannot_load(field: str, reference: str, error: Exception) -> str:
+    """`field: cannot load 'x': reason`, and what to do when the reason is an unreachable Hub."""
+    message = f"{field}: cannot load {reference!r}: {first_line(error)}"
+    if not is_local_reference(reference) and any(word in str(error).lower() for word in HUB_UNREACHABLE):
+        message += (
+            f" (the Hugging Face Hub is not reachable: give a local path, e.g. --{field} ./path; or set "
+            "HF_HUB_OFFLINE=1 when it is in the Hugging Face cache; or HF_ENDPOINT=<url> for a mirror)"
+        )
+    return message
 
 
 @dataclass(frozen=True)
@@ -41,7 +56,7 @@ def _load_local(path: Path) -> datasets.DatasetDict:
 
 def _as_dict(loaded: Any) -> datasets.DatasetDict:
     if not isinstance(loaded, datasets.DatasetDict):
-        raise DataError(f"expected a dataset with named splits, got {type(loaded).__name__}")
+        raise DataError(f"data.dataset: expected a dataset with named splits, got {type(loaded).__name__}")
     return loaded
 
 
@@ -54,31 +69,41 @@ def load_splits(settings: DataSettings) -> datasets.DatasetDict:
     except DataError:
         raise
     except Exception as error:  # datasets raises many types; the person needs the dataset and the reason
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if "corresponds to no data" in reason:  # datasets' words for a file with a header and no rows
+        if "corresponds to no data" in str(error):  # datasets' words for a file with a header and no rows
             raise DataError(f"data.dataset: {settings.dataset!r} is empty: it has no rows") from error
-        raise DataError(f"data.dataset: cannot load {settings.dataset!r}: {reason}") from error
+        raise DataError(cannot_load("data.dataset", settings.dataset, error)) from error
 
 
 def _pick_eval(
     splits: datasets.DatasetDict, settings: DataSettings, seed: int
 ) -> tuple[datasets.Dataset, datasets.Dataset]:
-    train = _split(splits, settings.train_split, "data.train_split")
+    train = _split(splits, settings.train_split, "data.train_split", settings)
     if settings.eval_split is not None:
-        return train, _split(splits, settings.eval_split, "data.eval_split")
+        return train, _split(splits, settings.eval_split, "data.eval_split", settings)
     for name in EVAL_SPLIT_PREFERENCE:
         if name in splits and name != settings.train_split:
-            return train, splits[name]
+            return train, _split(splits, name, "data.eval_split", settings)
     if len(train) < 2:
-        raise DataError(f"split {settings.train_split!r} has {len(train)} row(s): too few to carve an eval split from")
+        raise DataError(
+            f"data.train_split: {settings.train_split!r} has {len(train)} row(s): too few to carve an eval split from"
+        )
     carved = train.train_test_split(test_size=settings.eval_fraction, seed=seed)
     return carved["train"], carved["test"]
 
 
-def _split(splits: datasets.DatasetDict, name: str, field: str) -> datasets.Dataset:
+def _split(splits: datasets.DatasetDict, name: str, field: str, settings: DataSettings) -> datasets.Dataset:
+    """The named split, once its text and label columns are checked cell by cell."""
     if name not in splits:
         raise DataError(f"{field}: unknown split {name!r}; the dataset has: {', '.join(splits)}")
-    return splits[name]
+    split = splits[name]
+    for column, column_field in (
+        (settings.text_column, "data.text_column"),
+        (settings.label_column, "data.label_column"),
+    ):
+        if column not in split.column_names:
+            raise DataError(f"{column_field}: no column {column!r}; the dataset has: {', '.join(split.column_names)}")
+    _check_cells(split, settings, name)
+    return split
 
 
 def _subset(split: datasets.Dataset, limit: int | None, seed: int) -> datasets.Dataset:
@@ -86,6 +111,20 @@ def _subset(split: datasets.Dataset, limit: int | None, seed: int) -> datasets.D
     if limit is None or limit >= len(split):
         return split
     return split.shuffle(seed=seed).select(range(limit))
+
+
+def _check_cells(split: datasets.Dataset, settings: DataSettings, which: str) -> None:
+    """Every row has a non-empty text and a label; the first that does not is named by its row number."""
+    texts = pa.chunked_array(split.data.column(settings.text_column))
+    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
+        raise DataError(f"data.text_column: {settings.text_column!r} holds {texts.type} values, not text")
+    for column, cells, what in (
+        (settings.text_column, pc.or_kleene(pc.is_null(texts), pc.equal(pc.utf8_length(texts), 0)), "no text"),
+        (settings.label_column, pc.is_null(pa.chunked_array(split.data.column(settings.label_column))), "no label"),
+    ):
+        row = pc.index(pc.fill_null(cells, True), True).as_py()
+        if row >= 0:
+            raise DataError(f"data.dataset: row {row} of the {which} split has {what} (an empty {column!r} cell)")
 
 
 def _label_names(train: datasets.Dataset, settings: DataSettings) -> list[str]:
@@ -104,11 +143,17 @@ def _encode_labels(split: datasets.Dataset, column: str, names: list[str], which
     if all(isinstance(value, int) and not isinstance(value, bool) for value in values):
         bad = sorted(value for value in values if not 0 <= value < len(names))
         if bad:
-            raise DataError(f"{which} labels {bad[:5]} in column {column!r} are outside 0..{len(names) - 1} ({names})")
+            raise DataError(
+                f"data.label_column: {which} labels {bad[:5]} in column {column!r} are outside "
+                f"0..{len(names) - 1} ({names})"
+            )
         return split
     unknown = sorted(str(value) for value in values if str(value) not in index)
     if unknown:
-        raise DataError(f"{which} labels {unknown[:5]} in column {column!r} are not among the label names {names}")
+        raise DataError(
+            f"data.label_column: {which} labels {unknown[:5]} in column {column!r} are not among the label "
+            f"names {names}"
+        )
     return split.cast_column(column, datasets.ClassLabel(names=names))  # names → their ids
 
 
@@ -116,9 +161,6 @@ def prepare(settings: DataSettings, seed: int) -> LabelledSplits:
     """Train and eval splits with checked columns and labels as ids, subset as the settings ask."""
     splits = load_splits(settings)
     train, evaluation = _pick_eval(splits, settings, seed)
-    for column, field in ((settings.text_column, "data.text_column"), (settings.label_column, "data.label_column")):
-        if column not in train.column_names:
-            raise DataError(f"{field}: no column {column!r}; the dataset has: {', '.join(train.column_names)}")
     train = _subset(train, settings.max_train_samples, seed)
     evaluation = _subset(evaluation, settings.max_eval_samples, seed)
     for split, which in ((train, "train"), (evaluation, "eval")):

@@ -88,11 +88,26 @@ def build(settings: Settings) -> None:
     print(f"built {settings.image.reference} (runtime) and {settings.image.cloud_reference} (cloud)", file=sys.stderr)
 
 
+def host_path(path: Path, environ: Mapping[str, str] = os.environ) -> Path:
+    """Where `path` is for the Docker engine. Inside the devcontainer the engine is the host's: a path under the
+    workspace is the host's side of the workspace mount (HOST_WORKSPACE_FOLDER, set by devcontainer.json)."""
+    host, inside = environ.get("HOST_WORKSPACE_FOLDER"), environ.get("WORKSPACE_FOLDER")
+    if not (host and inside):
+        return path
+    try:
+        return Path(host) / path.resolve().relative_to(inside)
+    except ValueError:
+        raise ImageError(
+            f"{path} exists only inside the devcontainer, and the host's Docker engine cannot mount it: "
+            f"keep it under the workspace ({inside})"
+        ) from None
+
+
 def serve_command(docker: str, settings: Settings) -> list[str]:
     serving = settings.serving
     command = [docker, "run", "--rm", "--init"]
     command += ["--publish", f"127.0.0.1:{serving.port}:{CONTAINER_PORT}"]
-    command += ["--volume", f"{serving.model_dir.resolve()}:/model:ro"]
+    command += ["--volume", f"{host_path(serving.model_dir.resolve())}:/model:ro"]
     command += ["--env", f"{ENV_PREFIX}SERVING__PORT={CONTAINER_PORT}"]
     if "LIT_SERVER_API_KEY" in os.environ:
         command += ["--env", "LIT_SERVER_API_KEY"]  # by name: the key's value stays out of the process list
@@ -108,7 +123,9 @@ def serve(settings: Settings) -> None:
             f"serving.model_dir {model_dir} holds no trained model (no config.json): "
             "train one with `uv run train-local` or pass --serving.model_dir PATH"
         )
-    unreadable = [path for path in model_dir.rglob("*") if path.is_file() and not path.stat().st_mode & stat.S_IROTH]
+    # The server reads the files at the top of the folder (weights, config, tokenizer, metrics.json), never the
+    # Trainer checkpoints below it, which are written owner-only.
+    unreadable = [path for path in model_dir.iterdir() if path.is_file() and not path.stat().st_mode & stat.S_IROTH]
     if unreadable:
         raise ImageError(
             f"{unreadable[0]} is readable only by its owner, not by the image's server user: chmod -R a+rX {model_dir}"
@@ -121,16 +138,32 @@ def serve(settings: Settings) -> None:
     os.execve(docker, command, docker_env())  # docker run in this process: signals reach it and the container
 
 
+ABOUT = {
+    "build": "Build the runtime image (registry/name:tag) and the cloud image (tag-cloud) from docker/Dockerfile.",
+    "serve": "Run the runtime image here, serving serving.model_dir (read-only) on 127.0.0.1:serving.port.",
+}
+SECTIONS = {"build": ("image",), "serve": ("serving", "image")}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m {{ cookiecutter.package_name }}.image build|serve [flags]`."""
     args = list(sys.argv[1:] if argv is None else argv)
     actions = {"build": build, "serve": serve}
     if not args or args[0] not in actions:
         sys.exit(USAGE)
-    settings = settings_or_exit(args[1:])
+    settings = settings_or_exit(args[1:], about=ABOUT[args[0]], sections=SECTIONS[args[0]])
     try:
         actions[args[0]](settings)
     except ImageError as error:
         sys.exit(f"error: {error}")
+
+
+def build_main() -> None:
+    main(["build", *sys.argv[1:]])
+
+
+def serve_main() -> None:
+    main(["serve", *sys.argv[1:]])
 
 
 if __name__ == "__main__":

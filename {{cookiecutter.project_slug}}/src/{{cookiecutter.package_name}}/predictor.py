@@ -3,12 +3,14 @@
 No web code here: the LitServe API (`serve.py`), the benchmark and notebooks all call `Predictor.predict`.
 """
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -17,6 +19,8 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+
+from {{ cookiecutter.package_name }}.settings import Precision, first_line
 
 REQUIRED_FILES = ("config.json",)
 WEIGHT_FILES = (
@@ -27,6 +31,10 @@ WEIGHT_FILES = (
 )
 # Tokenizers without a real limit report this sentinel (int(1e30)) as their model_max_length.
 NO_TOKENIZER_LIMIT = 10**12
+# What `auto` runs on a CPU. int8 would need >= 99.5 % label agreement with fp32 and accuracy within 0.5 points on the
+# template's held-out reviews; on MiniLM fine-tuned by the README's offline command it agreed on 92.5 % and lost 5
+# points, while serving 1.5-1.8x the requests (bench/serving.py, bench/README.md). So fp32; int8 is a setting away.
+AUTO_CPU_PRECISION: Precision = "fp32"
 
 
 class ModelDirError(Exception):
@@ -47,6 +55,38 @@ def resolve_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelDirError(f"device {device!r} was asked for but no CUDA GPU is visible")
     return device
+
+
+def resolve_precision(precision: Precision, device: str) -> Precision:
+    """`auto` → bf16 (or fp16) on a GPU, AUTO_CPU_PRECISION (fp32) on a CPU; int8 is for CPUs, half precision for
+    GPUs."""
+    on_gpu = device.startswith("cuda")
+    if precision == "auto":
+        if on_gpu:
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return AUTO_CPU_PRECISION
+    if precision == "int8" and on_gpu:
+        raise ValueError("int8 (dynamic quantization) runs on a CPU; on a GPU use fp16, bf16 or auto")
+    if precision in ("fp16", "bf16") and not on_gpu:
+        raise ValueError(f"{precision} needs a GPU; on a CPU use int8, fp32 or auto")
+    return precision
+
+
+def with_precision(model: PreTrainedModel, precision: Precision) -> PreTrainedModel:
+    """The model in `precision` (already resolved): int8 quantizes its Linear layers; fp16/bf16 halves its weights."""
+    if precision == "int8":
+        with warnings.catch_warnings():
+            # torch announces that torch.ao.quantization moves to the torchao package; until it does, this is the
+            # dependency-free int8 path (bench/serving.py measures it). Its warnings would print at every start.
+            warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated")
+            warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor")
+            quantize: Callable[..., Any] = torch.ao.quantization.quantize_dynamic  # unannotated in torch
+            quantized: PreTrainedModel = quantize(model, {torch.nn.Linear}, dtype=torch.qint8)
+        return quantized
+    if precision in ("fp16", "bf16"):
+        # torch's own Module.to: transformers wraps the model's `to` in an untyped decorator. In place, like any module.
+        torch.nn.Module.to(model, torch.float16 if precision == "fp16" else torch.bfloat16)
+    return model
 
 
 def check_model_dir(model_dir: Path) -> PretrainedConfig:
@@ -70,49 +110,74 @@ def check_model_dir(model_dir: Path) -> PretrainedConfig:
     return config
 
 
+def check_finite_weights(model_dir: Path) -> None:
+    """Refuse a model whose weights hold NaN or infinity (a diverged run): every answer would be NaN."""
+    for path in sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob("pytorch_model*.bin")):
+        try:
+            if path.suffix == ".bin":
+                tensors: dict[str, torch.Tensor] = torch.load(path, map_location="cpu", weights_only=True)
+            else:
+                tensors = load_file(path)
+        except (OSError, RuntimeError, ValueError) as error:
+            raise ModelDirError(f"{path} is unreadable: {first_line(error)}") from error
+        for name, tensor in tensors.items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise ModelDirError(f"{path} holds NaN or infinite weights ({name}): retrain the model")
+
+
+def input_limit(config: PretrainedConfig, tokenizer: PreTrainedTokenizerBase) -> int | None:
+    """The longest input the model takes: its position-embedding table and its tokenizer's limit (None: unknown)."""
+    positions = getattr(config, "max_position_embeddings", None)
+    limits = [tokenizer.model_max_length, *([positions] if isinstance(positions, int) else [])]
+    known = [limit for limit in limits if 0 < limit < NO_TOKENIZER_LIMIT]
+    return min(known) if known else None
+
+
 def label_names(config: PretrainedConfig) -> list[str]:
     """Class names in class-index order."""
     id2label: dict[Any, str] = dict(config.id2label or {})  # from_pretrained makes the keys ints
     return [id2label[index] for index in range(len(id2label))]
 
 
-def first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 class Predictor:
     """A classifier and its tokenizer on one device; `predict` is thread-compatible but not meant to be shared."""
 
     def __init__(
-        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_length: int, chunk_size: int = 64
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        max_length: int,
+        chunk_size: int = 64,
+        precision: Precision = "fp32",
     ) -> None:
         self.model = model
+        self.precision = precision
         self.model.train(False)  # inference: no dropout
         self.tokenizer = tokenizer
         self.labels = label_names(model.config)
-        self.max_length = min(max_length, *self._model_limits())
+        self.max_length = min(max_length, input_limit(model.config, tokenizer) or max_length)
         self.chunk_size = chunk_size
 
     @classmethod
-    def load(cls, model_dir: Path, device: str = "auto", max_length: int = 256, chunk_size: int = 64) -> "Predictor":
-        """Load a saved model folder onto `device` (auto | cpu | cuda | cuda:N); raises ModelDirError."""
+    def load(
+        cls,
+        model_dir: Path,
+        device: str = "auto",
+        max_length: int = 256,
+        chunk_size: int = 64,
+        precision: Precision = "fp32",
+    ) -> "Predictor":
+        """Load a saved model folder onto `device` (auto | cpu | cuda | cuda:N) in `precision` (auto | fp32 | int8 |
+        bf16 | fp16); raises ModelDirError, or ValueError for a precision the device cannot run."""
         check_model_dir(model_dir)
         target = resolve_device(device)
+        chosen = resolve_precision(precision, target)
         try:
             tokenizer = AutoTokenizer.from_pretrained(model_dir)
             model = AutoModelForSequenceClassification.from_pretrained(model_dir)
         except (OSError, ValueError) as error:
             raise ModelDirError(f"cannot load the model in {model_dir}: {first_line(error)}") from error
-        return cls(model.to(target), tokenizer, max_length, chunk_size)
-
-    def _model_limits(self) -> list[int]:
-        """Longest input the model can take: the tokenizer's limit and the position-embedding table's size."""
-        limits = [self.tokenizer.model_max_length]
-        positions = getattr(self.model.config, "max_position_embeddings", None)
-        if isinstance(positions, int):
-            limits.append(positions)
-        return [limit for limit in limits if 0 < limit < NO_TOKENIZER_LIMIT]
+        return cls(with_precision(model.to(target), chosen), tokenizer, max_length, chunk_size, chosen)
 
     @property
     def device(self) -> torch.device:

@@ -9,6 +9,7 @@ to FastAPI as objects, and string annotations would turn the request body into a
 """
 
 import json
+import math
 import multiprocessing
 import os
 import signal
@@ -16,19 +17,35 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Annotated, Any
 
 import litserve as ls
 import torch
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from transformers import PretrainedConfig
 
-from {{ cookiecutter.package_name }}.predictor import ModelDirError, Prediction, Predictor, check_model_dir, label_names
-from {{ cookiecutter.package_name }}.settings import Settings, settings_or_exit
+from {{ cookiecutter.package_name }}.launch import SERVE_ABOUT, SERVE_SECTIONS
+from {{ cookiecutter.package_name }}.lifetime import end_with_parent, interrupt_on_sigterm
+from {{ cookiecutter.package_name }}.monitoring import BatchMetrics, RequestMetrics, metrics_dir, metrics_response
+from {{ cookiecutter.package_name }}.predictor import (
+    ModelDirError,
+    Prediction,
+    Predictor,
+    check_finite_weights,
+    check_model_dir,
+    label_names,
+    resolve_device,
+    resolve_precision,
+)
+from {{ cookiecutter.package_name }}.settings import Precision, Settings, settings_or_exit
 
 MAX_TEXT_CHARS = 100_000  # far beyond any model's max_length; bounds the tokenizer's work per text
 SHUTDOWN_GRACE_S = 5  # in-flight requests get this long after SIGTERM; docker stop waits 10 s before SIGKILL
+ECHO_CHARS = 40  # a 422 shows this much of the offending input, not the whole request back
 
 
 @dataclass
@@ -43,10 +60,14 @@ class RequestLimits:
 # time and written into the OpenAPI schema when /docs asks for it.
 LIMITS = RequestLimits()
 
+
 Text = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT_CHARS),
-    Field(description="text to classify; longer than model.max_length tokens is truncated"),
+    # Spelled out (not \S): regex engines disagree on which Unicode characters are spaces, and the schema's users
+    # (schemathesis, client generators) must accept and refuse exactly what the server does. Anchored, so that schema
+    # tools do not fold it into the length limits (a 100,000-fold repetition that takes them seconds to reason about).
+    StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS, pattern=r"^[ \t\n\r\f\v]*[^ \t\n\r\f\v]"),
+    Field(description="text to classify, not only spaces; beyond model.max_length tokens it is truncated"),
 ]
 
 
@@ -67,6 +88,13 @@ class PredictRequest(BaseModel):
 
     text: Text | None = None
     texts: Annotated[list[Text], Field(min_length=1, description="several texts, answered in order")] | None = None
+
+    @field_validator("text", "texts", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:  # the schema says a string (or list): null is not one; leave the field out instead
+            raise ValueError("must not be null")
+        return value
 
     @field_validator("texts")
     @classmethod
@@ -112,21 +140,38 @@ class TextClassifierAPI(ls.LitAPI):  # type: ignore[misc]  # LitAPI is untyped (
     """Runs in LitServe's inference worker(s): load the predictor, then classify batches of requests."""
 
     def __init__(
-        self, model_dir: Path, max_length: int, max_batch_size: int, batch_timeout: float, cpu_threads: int = 1
+        self,
+        model_dir: Path,
+        max_length: int,
+        max_batch_size: int,
+        batch_timeout: float,
+        *,
+        cpu_threads: int = 1,
+        precision: Precision = "fp32",
     ) -> None:
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout)
         self.model_dir = model_dir
         self.max_length = max_length
         self.cpu_threads = cpu_threads
+        self.precision = precision
         self.predictor: Predictor | None = None
+        self.batch_metrics: BatchMetrics | None = None
 
     def setup(self, device: str) -> None:
         # LitServe picks the device (`cpu`, `cuda:0`, ...) from serving.device and workers_per_device.
+        if multiprocessing.parent_process() is not None:  # in LitServe's worker process, not called in-process
+            # A worker ends with the server: when the server is killed outright (end_with_parent), and when the server
+            # stops it. Ctrl-C in a terminal reaches every process of the group: the worker leaves it to the server.
+            end_with_parent()
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         if device == "cpu":
             # torch's default (one thread per core in every worker) would oversubscribe the cores that the workers
             # and the API server share; see worker_layout.
             torch.set_num_threads(self.cpu_threads)
-        self.predictor = Predictor.load(self.model_dir, device=device, max_length=self.max_length)
+        self.batch_metrics = BatchMetrics()
+        self.predictor = Predictor.load(
+            self.model_dir, device=device, max_length=self.max_length, precision=self.precision
+        )
 
     def decode_request(self, request: PredictRequest) -> Job:
         # Already validated by FastAPI; anything raised here would fail every request batched with this one.
@@ -139,7 +184,11 @@ class TextClassifierAPI(ls.LitAPI):  # type: ignore[misc]  # LitAPI is untyped (
         jobs: list[Job] = batch if self.max_batch_size > 1 else [batch]
         if self.predictor is None:
             raise RuntimeError("predict() before setup(): LitServe calls setup() in each worker first")
-        predictions = self.predictor.predict([text for job in jobs for text in job.texts])
+        texts = [text for job in jobs for text in job.texts]
+        started = time.perf_counter()
+        predictions = self.predictor.predict(texts)
+        if self.batch_metrics is not None:
+            self.batch_metrics.observe(len(texts), time.perf_counter() - started)
         answers, start = [], 0
         for job in jobs:
             answers.append(Answer(predictions[start : start + len(job.texts)], job.single))
@@ -153,21 +202,80 @@ class TextClassifierAPI(ls.LitAPI):  # type: ignore[misc]  # LitAPI is untyped (
         return responses[0] if output.single else BatchPredictResponse(predictions=responses)
 
 
-def model_metadata(settings: Settings, config: PretrainedConfig) -> dict[str, Any]:
+def model_metadata(settings: Settings, config: PretrainedConfig, device: str, precision: Precision) -> dict[str, Any]:
     """What /info reports about the model and the limits a client must respect."""
-    metrics_file = settings.serving.model_dir / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
     return {
         "model_dir": str(settings.serving.model_dir),
         "architecture": config.architectures[0] if config.architectures else None,
+        "device": device,
+        "precision": precision,
         "labels": label_names(config),
         "max_length": settings.model.max_length,
         "max_texts_per_request": settings.serving.max_texts_per_request,
         "max_text_chars": MAX_TEXT_CHARS,
         "max_batch_size": settings.serving.max_batch_size,
         "batch_timeout": settings.serving.batch_timeout,
-        "eval_metrics": metrics,
+        "eval_metrics": read_metrics(settings.serving.model_dir / "metrics.json"),
     }
+
+
+def read_metrics(path: Path) -> dict[str, Any] | None:
+    """metrics.json as train-local wrote it; None when absent or unreadable. NaN (older files) reads as null."""
+    try:
+        metrics = json.loads(path.read_text(), parse_constant=lambda _constant: None)
+    except (OSError, ValueError):
+        return None
+    return metrics if isinstance(metrics, dict) else None
+
+
+def _echo(value: Any) -> Any:
+    """At most ECHO_CHARS of a rejected input, in a form any JSON response can carry (or nothing)."""
+    if isinstance(value, str):
+        shown = value[:ECHO_CHARS].encode("utf-8", "replace").decode()
+        return shown + ("…" if len(value) > ECHO_CHARS else "")
+    if value is None or isinstance(value, bool | int) or (isinstance(value, float) and math.isfinite(value)):
+        return value
+    return None
+
+
+def _safe(text: str) -> str:
+    return text.encode("utf-8", "replace").decode()
+
+
+async def validation_error(request: Request, error: Exception) -> JSONResponse:
+    """422 like FastAPI's own, but echoing only a short prefix of each offending input (and always serialisable)."""
+    if not isinstance(error, RequestValidationError):  # registered for that type only
+        raise error
+    details = []
+    for problem in error.errors():
+        detail: dict[str, Any] = {
+            "loc": [part if isinstance(part, int) else _safe(str(part)) for part in problem.get("loc", ())],
+            "msg": _safe(str(problem.get("msg", ""))),
+            "type": _safe(str(problem.get("type", ""))),
+        }
+        if (shown := _echo(problem.get("input"))) is not None:
+            detail["input"] = shown
+        if isinstance(problem.get("ctx"), dict):
+            detail["ctx"] = {_safe(str(key)): _safe(str(value))[:200] for key, value in problem["ctx"].items()}
+        details.append(detail)
+    return JSONResponse(status_code=422, content={"detail": details})
+
+
+ERROR_BODY = {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}
+OTHER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "the body could not be read (e.g. it is not UTF-8)"},
+    401: {"description": "LIT_SERVER_API_KEY is set and the X-API-Key header is missing or wrong"},
+    504: {"description": "the model did not answer in time (LitServe's request timeout)"},
+}
+
+
+def document_api(app: FastAPI) -> None:
+    """Every status /predict can answer is in the OpenAPI document, and 422s echo little of the input."""
+    app.add_exception_handler(RequestValidationError, validation_error)
+    for route in app.routes:
+        if isinstance(route, APIRoute) and route.path == "/predict":
+            for status, response in OTHER_RESPONSES.items():
+                route.responses[status] = {**response, "content": {"application/json": {"schema": ERROR_BODY}}}
 
 
 MAX_AUTO_CPU_WORKERS = 4  # each worker holds its own copy of the model in memory
@@ -186,10 +294,24 @@ def worker_layout(device: str, workers: int | None, cpu_threads: int | None) -> 
     return workers, cpu_threads or max(1, (cores - 1) // workers)
 
 
+class ServingError(Exception):
+    """The server cannot start as set up; the message names the setting."""
+
+
 def build_server(settings: Settings) -> ls.LitServer:
-    """The LitServer for `serving.model_dir`; raises ModelDirError when that folder holds no classifier."""
+    """The LitServer for `serving.model_dir`; raises ServingError naming the setting that stops it."""
     serving = settings.serving
-    config = check_model_dir(serving.model_dir)
+    try:
+        config = check_model_dir(serving.model_dir)
+        check_finite_weights(serving.model_dir)
+    except ModelDirError as error:
+        raise ServingError(f"serving.model_dir: {error}") from error
+    try:
+        device = resolve_device(serving.device)
+        precision = resolve_precision(serving.precision, device)
+    except (ModelDirError, ValueError) as error:
+        setting = "serving.device" if isinstance(error, ModelDirError) else "serving.precision"
+        raise ServingError(f"{setting}: {error}") from error
     LIMITS.max_texts = serving.max_texts_per_request
     workers, cpu_threads = worker_layout(serving.device, serving.workers_per_device, serving.cpu_threads)
     api = TextClassifierAPI(
@@ -198,37 +320,22 @@ def build_server(settings: Settings) -> ls.LitServer:
         max_batch_size=serving.max_batch_size,
         batch_timeout=serving.batch_timeout,
         cpu_threads=cpu_threads,
+        precision=precision,
     )
     server = ls.LitServer(
         api,
         accelerator=serving.device,
         workers_per_device=workers,
-        model_metadata=model_metadata(settings, config),
+        model_metadata=model_metadata(settings, config, device, precision),
+        middlewares=[RequestMetrics],
+    )
+    # Prometheus scrapes this; the same API-key check as LitServe's own endpoints (X-API-Key, LIT_SERVER_API_KEY).
+    server.app.add_api_route(
+        "/metrics", metrics_response, methods=["GET"], dependencies=[Depends(server.setup_auth(api))]
     )
     server.uvicorn_graceful_timeout = SHUTDOWN_GRACE_S
+    document_api(server.app)
     return server
-
-
-def stop_on_sigterm() -> None:
-    """Make SIGTERM take Ctrl-C's path: LitServe stops its workers on KeyboardInterrupt only.
-
-    Without this, `docker stop`, systemd or taskipy's forwarded SIGTERM end the main process and leave the API server
-    and inference worker processes running (holding the port). As a container's PID 1, Python ignores SIGTERM unless a
-    handler is installed. After the first signal, later ones are ignored so that the cleanup itself runs to the end.
-    """
-    main_pid = os.getpid()
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        if os.getpid() != main_pid:  # a forked LitServe process inherited this handler: behave as if it had none
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
-    signal.signal(signal.SIGINT, interrupt)
 
 
 def stop_children(timeout: float = SHUTDOWN_GRACE_S) -> None:
@@ -245,21 +352,24 @@ def stop_children(timeout: float = SHUTDOWN_GRACE_S) -> None:
 
 
 def main() -> None:
-    settings = settings_or_exit()
+    end_with_parent()
+    settings = settings_or_exit(about=SERVE_ABOUT, sections=SERVE_SECTIONS)
     serving = settings.serving
     try:
         server = build_server(settings)
-    except ModelDirError as error:
-        print(f"error: serving.model_dir: {error}", file=sys.stderr)
+    except ServingError as error:
+        print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    stop_on_sigterm()
-    try:
-        # No client.py dropped into the working directory (and none attempted in a read-only image).
-        server.run(host=serving.host, port=serving.port, generate_client_file=False)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stop_children()
+    interrupt_on_sigterm()  # LitServe stops its workers on KeyboardInterrupt only
+    # Set before the server starts its processes: each one writes its metrics there.
+    with metrics_dir():
+        try:
+            # No client.py dropped into the working directory (and none attempted in a read-only image).
+            server.run(host=serving.host, port=serving.port, generate_client_file=False)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            stop_children()
     # Every worker is stopped; skip the interpreter's teardown of torch and friends (seconds on a busy machine).
     sys.stdout.flush()
     sys.stderr.flush()

@@ -1,28 +1,40 @@
 """Typed project settings: configs/settings.yaml < environment variables < command-line flags.
 
 `load_settings()` is the one way in. A bad value anywhere is reported as one line naming the field path
-(for example `training.num_train_epochs`) and the problem; `settings_or_exit()` turns that into exit code 2.
+(for example `training.num_train_epochs`) and the problem; `settings_or_exit()` turns that into exit code 2, and
+answers `--help` with every setting, its type, its current value and what it does.
 """
 
 import json
 import os
 import sys
+import textwrap
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "{{ cookiecutter.package_name.upper() }}_"
 CONFIG_ENV = f"{ENV_PREFIX}CONFIG"
 DEFAULT_CONFIG = Path("configs/settings.yaml")
 LOCAL_PATH_PREFIXES = ("/", "./", "../", "~")
+HELP_FLAGS = ("-h", "--help")
+SEED_MAX = 2**32 - 1  # numpy's seeds
 
 
 class SettingsError(Exception):
     """A settings problem, already phrased for a person: one line, naming the field or file."""
+
+
+def first_line(error: Exception) -> str:
+    """An exception's message cut to its first line (libraries' messages run on)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def is_local_reference(reference: str) -> bool:
@@ -30,77 +42,126 @@ def is_local_reference(reference: str) -> bool:
     return reference.startswith(LOCAL_PATH_PREFIXES) or Path(reference).exists()
 
 
-def _must_exist_if_local(reference: str) -> str:
-    if is_local_reference(reference) and not Path(reference).expanduser().exists():
-        raise ValueError(f"local path {reference} does not exist")
-    return reference
-
-
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Infinite or NaN numbers are refused everywhere: the libraries would fail on them later, mid-run.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ModelSettings(Section):
-    checkpoint: str = Field(min_length=1)
-    max_length: int = Field(256, ge=8, le=8192)
-
-    _checkpoint_exists = field_validator("checkpoint")(_must_exist_if_local)
+    checkpoint: str = Field(min_length=1, description="Hugging Face Hub id or local folder of the model to fine-tune")
+    max_length: int = Field(256, ge=8, le=8192, description="tokens per text; longer texts are truncated")
 
 
 class DataSettings(Section):
-    dataset: str = Field(min_length=1)
-    config_name: str | None = None
-    text_column: str = "text"
-    label_column: str = "label"
-    train_split: str = "train"
-    eval_split: str | None = None
-    eval_fraction: float = Field(0.1, gt=0, lt=1)
-    max_train_samples: int | None = Field(1000, ge=1)
-    max_eval_samples: int | None = Field(500, ge=1)
-    label_names: list[str] | None = Field(None, min_length=2)
-
-    _dataset_exists = field_validator("dataset")(_must_exist_if_local)
+    dataset: str = Field(
+        min_length=1,
+        description="Hub id, or a local CSV/JSON/JSONL/Parquet file, a folder of them (train.csv, test.csv), "
+        "or a save_to_disk folder",
+    )
+    config_name: str | None = Field(None, description="the Hub dataset's configuration, if it has several")
+    text_column: str = Field("text", min_length=1, description="column holding the texts")
+    label_column: str = Field("label", min_length=1, description="column holding the labels (ids or names)")
+    train_split: str = Field("train", min_length=1, description="split to train on")
+    eval_split: str | None = Field(
+        None, description='split to evaluate on; null: "test" or "validation" if present, else eval_fraction of train'
+    )
+    eval_fraction: float = Field(0.1, gt=0, lt=1, description="share of train held out when there is no eval split")
+    max_train_samples: int | None = Field(1000, ge=1, description="train on a seeded subset this large; null: all")
+    max_eval_samples: int | None = Field(500, ge=1, description="evaluate on a seeded subset this large; null: all")
+    label_names: list[str] | None = Field(
+        None, min_length=2, description="class names in id order; null: from the dataset"
+    )
 
 
 Strategy = Literal["no", "steps", "epoch"]
 
 
 class TrainingSettings(Section):
-    output_dir: Path = Path("models/sentiment")
-    num_train_epochs: float = Field(1.0, gt=0)
-    learning_rate: float = Field(5e-5, gt=0, lt=1)
-    per_device_batch_size: int = Field(16, ge=1)
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    warmup_ratio: float = Field(0.0, ge=0, lt=1)
-    weight_decay: float = Field(0.01, ge=0)
-    eval_strategy: Strategy = "epoch"
-    save_strategy: Strategy = "epoch"
-    eval_steps: int = Field(100, ge=1)
-    save_steps: int = Field(100, ge=1)
-    save_total_limit: int | None = Field(2, ge=1)
-    logging_steps: int = Field(10, ge=1)
-    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
-    report_to: str = "none"
-    seed: int = 42
-    resume: bool = True
+    output_dir: Path = Field(
+        Path("models/sentiment"),
+        description="final model, metrics.json and curves.png; Trainer checkpoints in its checkpoints/ folder",
+    )
+    num_train_epochs: float = Field(1.0, gt=0, le=10_000, description="passes over the training set")
+    learning_rate: float = Field(5e-5, gt=0, lt=1, description="peak learning rate of AdamW")
+    per_device_batch_size: int = Field(16, ge=1, le=65_536, description="texts per step on each device")
+    gradient_accumulation_steps: int = Field(1, ge=1, le=65_536, description="steps per optimizer update")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="share of the steps spent warming up the learning rate")
+    weight_decay: float = Field(0.01, ge=0, le=1, description="AdamW weight decay")
+    eval_strategy: Strategy = Field("epoch", description="when to evaluate")
+    save_strategy: Strategy = Field("epoch", description="when to save a checkpoint")
+    eval_steps: int = Field(100, ge=1, description='steps between evaluations when eval_strategy is "steps"')
+    save_steps: int = Field(100, ge=1, description='steps between checkpoints when save_strategy is "steps"')
+    save_total_limit: int | None = Field(2, ge=1, description="checkpoints kept (oldest deleted first); null: all")
+    logging_steps: int = Field(10, ge=1, description="steps between loss logs and progress-bar updates")
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
+        "auto", description="auto: bf16 or fp16 on a capable GPU, fp32 on a CPU"
+    )
+    report_to: Literal["none", "tensorboard", "wandb", "mlflow"] = Field(
+        "none",
+        description="experiment tracker the Trainer logs to (the `tracking` extra): TensorBoard files under "
+        "output_dir/runs, MLflow at MLFLOW_TRACKING_URI, W&B (WANDB_API_KEY or WANDB_MODE=offline)",
+    )
+    seed: int = Field(42, ge=0, le=SEED_MAX, description="seed for weights, shuffling and the eval split")
+    resume: bool = Field(True, description="continue an unfinished run with the same settings from its last checkpoint")
+    load_best_model_at_end: bool = Field(
+        False, description="keep the best checkpoint by metric_for_best_model (needs equal eval and save strategies)"
+    )
+    metric_for_best_model: Literal["loss", "accuracy", "f1_macro"] = Field(
+        "loss", description="the eval metric that picks the best checkpoint (loss: lower is better)"
+    )
+    push_to_hub: bool = Field(
+        False, description="push the final model and its card to the Hugging Face Hub (token: HF_TOKEN)"
+    )
+    hub_model_id: str | None = Field(
+        None, min_length=1, description="Hub repository, e.g. your-user/sentiment; null: output_dir's folder name"
+    )
+
+    @model_validator(mode="after")
+    def _best_model_needs_matching_strategies(self) -> "TrainingSettings":
+        # The Trainer can only keep the best checkpoint when every evaluation has a checkpoint to go with it.
+        if not self.load_best_model_at_end:
+            return self
+        if self.eval_strategy == "no" or self.eval_strategy != self.save_strategy:
+            raise ValueError(
+                "load_best_model_at_end needs eval_strategy and save_strategy equal and not no "
+                f"(got {self.eval_strategy} and {self.save_strategy})"
+            )
+        if self.eval_strategy == "steps" and self.save_steps % self.eval_steps:
+            raise ValueError(
+                f"load_best_model_at_end needs save_steps ({self.save_steps}) to be a multiple of eval_steps "
+                f"({self.eval_steps})"
+            )
+        return self
+
+
+Precision = Literal["auto", "fp32", "int8", "bf16", "fp16"]  # serving.precision; predictor.py applies it
 
 
 class ServingSettings(Section):
-    model_dir: Path = Path("models/sentiment")
-    host: Literal["127.0.0.1", "0.0.0.0", "::"] = "127.0.0.1"  # noqa: S104 - the addresses LitServe accepts
-    port: int = Field(8000, ge=1024, le=65535)  # LitServe refuses privileged ports
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    max_batch_size: int = Field(8, ge=1, le=1024)
-    batch_timeout: float = Field(0.01, ge=0, le=10)
-    max_texts_per_request: int = Field(32, ge=1, le=1024)
-    workers_per_device: int | None = Field(None, ge=1, le=64)  # None: 1 on a GPU, one per core on a CPU (at most 4)
-    cpu_threads: int | None = Field(None, ge=1, le=512)  # torch threads per CPU worker; None: (cores - 1) / workers
+    model_dir: Path = Field(Path("models/sentiment"), description="a model folder written by train-local")
+    host: Literal["127.0.0.1", "0.0.0.0", "::"] = Field(  # noqa: S104 - the addresses LitServe accepts
+        "127.0.0.1", description="address to listen on; the image sets 0.0.0.0"
+    )
+    port: int = Field(8000, ge=1024, le=65535, description="port to listen on")  # LitServe refuses privileged ports
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: a GPU when one is visible")
+    max_batch_size: int = Field(8, ge=1, le=1024, description="requests gathered into one forward pass")
+    batch_timeout: float = Field(0.01, ge=0, le=10, description="seconds to wait for a batch to fill")
+    max_texts_per_request: int = Field(32, ge=1, le=1024, description='most texts one "texts" request may carry')
+    workers_per_device: int | None = Field(
+        None, ge=1, le=64, description="inference processes per device; null: 1 per GPU, 1 per core on a CPU (≤ 4)"
+    )
+    cpu_threads: int | None = Field(
+        None, ge=1, le=512, description="torch threads per CPU worker; null: (cores - 1) / workers, at least 1"
+    )
+    precision: Precision = Field(
+        "auto", description="auto: bf16 or fp16 on a GPU, fp32 on a CPU; int8 (dynamic quantization): CPU only"
+    )
 
 
 class ImageSettings(Section):
-    registry: str = ""
-    name: str = Field(min_length=1)
-    tag: str = Field(min_length=1)
+    registry: str = Field("", description="registry and owner the image is tagged for, e.g. ghcr.io/acme")
+    name: str = Field(min_length=1, description="image name")
+    tag: str = Field(min_length=1, description="image tag; the cloud image adds -cloud")
 
     @property
     def reference(self) -> str:
@@ -112,20 +173,6 @@ class ImageSettings(Section):
     def cloud_reference(self) -> str:
         """The `cloud` stage's image (what SkyPilot runs): the runtime reference with a `-cloud` tag suffix."""
         return f"{self.reference}-cloud"
-
-
-class CloudSettings(Section):
-    cloud: Literal["gcp", "aws", "azure", "kubernetes"]
-    region: str | None = None
-    accelerators: str | None = None
-    cpus: str = "4+"
-    memory: str | None = "16+"
-    disk_size: int = Field(100, ge=10)
-    use_spot: bool = False
-    num_nodes: int = Field(1, ge=1)
-    idle_minutes_to_autostop: int | None = Field(30, ge=0)  # None: the cluster runs until `sky down`
-    # A bucket name valid on GCS, S3 and Azure alike (most clouds make it globally unique: pick your own).
-    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 
 
 class Settings(BaseSettings):
@@ -141,7 +188,9 @@ class Settings(BaseSettings):
     training: TrainingSettings
     serving: ServingSettings
     image: ImageSettings
-    cloud: CloudSettings
+
+
+SECTIONS = tuple(Settings.model_fields)
 
 
 def _settings_with_file(file_values: dict[str, Any]) -> type[Settings]:
@@ -215,6 +264,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or "not valid YAML"
         raise SettingsError(f"settings file {path}: malformed YAML{where}: {problem}") from error
+    except (OSError, UnicodeDecodeError) as error:
+        raise SettingsError(f"settings file {path}: unreadable ({error})") from error
     if not isinstance(values, dict):
         raise SettingsError(f"settings file {path}: expected a mapping of sections, got {type(values).__name__}")
     return values
@@ -227,8 +278,8 @@ def _describe(error: Mapping[str, Any]) -> str:
     if error["type"] == "missing":
         return f"{field}: missing; every section of configs/settings.yaml is required"
     value = error.get("input")
-    shown = "" if isinstance(value, dict | list) or value is None else f" (got {value!r})"
-    return f"{field}: {error['msg']}{shown}"
+    shown = "" if isinstance(value, dict | list) or value is None else f" (got {str(value)[:80]!r})"
+    return f"{field}: {error['msg'].removeprefix('Value error, ')}{shown}"
 
 
 def load_settings(argv: Sequence[str] = (), environ: Mapping[str, str] | None = None) -> Settings:
@@ -243,10 +294,73 @@ def load_settings(argv: Sequence[str] = (), environ: Mapping[str, str] | None = 
         raise SettingsError("; ".join(_describe(e) for e in error.errors())) from None
 
 
-def settings_or_exit(argv: Sequence[str] | None = None) -> Settings:
-    """Settings for a command-line program: a settings problem is one line on stderr and exit code 2."""
+def type_name(annotation: Any) -> str:
+    """A field's type as --help shows it: INT, FLOAT, TEXT, PATH, true|false, a|b|c, LIST; `| null` when optional."""
+    arguments = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        shown = [type_name(argument) for argument in arguments if argument is not type(None)]
+        return " | ".join([*shown, "null"])
+    if typing.get_origin(annotation) is Literal:
+        return "|".join(str(argument) for argument in arguments)
+    if typing.get_origin(annotation) is list:
+        return "JSON-LIST"
+    names = {int: "INT", float: "FLOAT", str: "TEXT", bool: "true|false", Path: "PATH"}
+    return names.get(annotation, getattr(annotation, "__name__", str(annotation)).upper())
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return json.dumps(value)
+    return str(value)
+
+
+def help_text(program: str, about: str, sections: Sequence[str], argv: Sequence[str]) -> str:
+    """Every setting of `sections`: flag, type, the value this command would use now, and what it does."""
+    flags = [arg for arg in argv if arg not in HELP_FLAGS]
     try:
-        return load_settings(sys.argv[1:] if argv is None else argv)
+        current: dict[str, Any] | None = load_settings(flags).model_dump()
+        note = "Current values come from the settings file, the environment and the flags given."
+    except SettingsError as error:
+        current, note = None, f"The current settings do not load ({error}); defaults are shown."
+    sources = (
+        f"Settings: {DEFAULT_CONFIG} (or --config PATH, or {CONFIG_ENV}) < environment ({ENV_PREFIX}SECTION__FIELD) "
+        f"< flags. `null` means none; lists are JSON. {note}"
+    )
+    lines = [
+        f"usage: uv run {program} [--section.field VALUE ...] [--config PATH]",
+        "",
+        about,
+        "",
+        *textwrap.wrap(sources, width=116),
+    ]
+    for section in sections:
+        model = typing.cast("type[Section]", Settings.model_fields[section].annotation)
+        lines += ["", f"{section}:"]
+        for name, field in model.model_fields.items():
+            if current is not None:
+                value = _shown(current[section][name])
+            else:
+                value = "(required)" if field.is_required() else _shown(field.get_default(call_default_factory=True))
+            lines.append(f"  --{section}.{name} {type_name(field.annotation)}  [now: {value}]")
+            lines.append(f"      {field.description}")
+    return "\n".join(lines)
+
+
+def settings_or_exit(
+    argv: Sequence[str] | None = None, *, about: str = "", sections: Sequence[str] = SECTIONS
+) -> Settings:
+    """Settings for a command-line program: `--help` prints the settings of `sections` and exits 0; a settings
+    problem is one line on stderr and exit code 2."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if any(arg in HELP_FLAGS for arg in args):
+        print(help_text(Path(sys.argv[0]).name, about, sections, args))
+        raise SystemExit(0)
+    try:
+        return load_settings(args)
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -254,8 +368,8 @@ def settings_or_exit(argv: Sequence[str] | None = None) -> Settings:
 
 def main() -> None:
     """Print the effective settings as YAML (`uv run show-settings [flags]`)."""
-    settings = settings_or_exit()
-    print(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False), end="")
+    settings = settings_or_exit(about="Print the settings every command would use, after the environment and flags.")
+    print(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False, allow_unicode=True), end="")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,55 @@
+"""How the long-running commands end: on Ctrl-C, on SIGTERM, and when whatever started them is killed.
+
+`uv run train-local` and `uv run serve` are console scripts, so uv starts the Python that does the work and forwards
+Ctrl-C and SIGTERM to it. SIGKILL of uv cannot be forwarded: `end_with_parent` asks the kernel to send SIGTERM when
+the parent dies (Linux's PR_SET_PDEATHSIG), and `interrupt_on_sigterm` makes SIGTERM take Ctrl-C's path, so the
+program's own cleanup runs either way. Python drops an exception raised inside a finaliser (a progress bar's
+`__del__`, say), so a KeyboardInterrupt can vanish: long loops call `raise_if_stopping` at their safe points.
+"""
+
+import ctypes
+import os
+import signal
+import sys
+from types import FrameType
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_stopping = False  # set by the first Ctrl-C or SIGTERM that `interrupt_on_sigterm`'s handler receives
+
+
+def end_with_parent() -> None:
+    """SIGTERM to this process when its parent ends (Linux; elsewhere nothing). Inherited across exec, not fork."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+        return  # best effort: the signals that can be forwarded still are
+    if os.getppid() != parent:  # the parent ended before the request took hold
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def interrupt_on_sigterm() -> None:
+    """Make SIGTERM raise KeyboardInterrupt, as Ctrl-C does, in this process; later signals are ignored so that the
+    cleanup runs to the end. Processes forked from this one get the default behaviour back when a signal arrives.
+    (As a container's PID 1, Python would otherwise ignore SIGTERM: `docker stop` would wait, then SIGKILL.)"""
+    main_pid = os.getpid()
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != main_pid:  # a forked child inherited this handler: behave as if it had none
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        global _stopping  # noqa: PLW0603 - the one fact a signal handler can hand to the code it interrupted
+        _stopping = True
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
+
+
+def raise_if_stopping() -> None:
+    """Raise KeyboardInterrupt (again) once a stop was asked for, in case the first one was dropped."""
+    if _stopping:
+        raise KeyboardInterrupt
