@@ -414,10 +414,10 @@ def measure(args: argparse.Namespace) -> None:
     python = sys.executable
     # The server's layout (the project's defaults unless --workers/--threads); the naive and pipeline servers and every
     # raw process get the same torch threads, so that batching and the worker processes are what differ.
-    layout = __import__(f"{pkg}.serve", fromlist=["worker_layout"]).worker_layout
-    workers, threads = layout("auto", args.workers, args.threads)
     predictor_module = __import__(f"{pkg}.predictor", fromlist=["resolve_device", "resolve_precision"])
     device = predictor_module.resolve_device("auto")
+    layout = __import__(f"{pkg}.serve", fromlist=["worker_layout"]).worker_layout
+    workers, threads = layout(device, args.workers, args.threads)
     # LitServe runs `workers` per GPU on every visible GPU; the raw ceiling gets as many processes, spread the same way.
     gpus = __import__("torch").cuda.device_count() if device.startswith("cuda") else 0
     raw_devices = [f"cuda:{i % gpus}" if gpus else "cpu" for i in range(workers * max(gpus, 1))]

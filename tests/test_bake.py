@@ -57,6 +57,7 @@ DEFAULT_FILES = {
     "tests/test_cloud.py",
     "tests/test_image.py",
     "tests/test_predictor.py",
+    "tests/test_restated_values.py",
     "tests/test_serve.py",
     "tests/test_settings.py",
     "tests/test_train.py",

@@ -26,14 +26,13 @@ import pytest
 from testcontainers.core.container import DockerContainer
 from transformers import AutoConfig
 
-from {{ cookiecutter.package_name }}.image import host_path
+from {{ cookiecutter.package_name }}.image import MODEL_MOUNT, host_path
 
 from tests.conftest import BIN, ENV_PREFIX, PROJECT, offline_env, run
 
 STARTUP_TIMEOUT_S = 300  # torch import and model load on a busy CI runner
 HEALTHY_TIMEOUT_S = 90  # the HEALTHCHECK runs every 10 s
 BUILD_TIMEOUT_S = 3600  # a cold build downloads and installs torch
-CONTAINER_PORT = 8000
 # A self-signed certificate made for this test and trusted by nobody: the build secret when EXTRA_CA is not set.
 TEST_CA = """-----BEGIN CERTIFICATE-----
 MIIBxDCCAWugAwIBAgIURLhiEAGXJmLssJGr11xKRK0fAO0wCgYIKoZIzj0EAwIw
@@ -256,15 +255,23 @@ class Served:
     url: str
 
 
+def exposed_port(container: DockerContainer, image: str) -> int:
+    """The one port the image declares (EXPOSE): where its server listens when nothing overrides it."""
+    (port,) = container.get_docker_client().client.images.get(image).attrs["Config"]["ExposedPorts"]
+    return int(port.removesuffix("/tcp"))
+
+
 def serve(image: str, model_dir: Path, env: dict[str, str]) -> Served:
-    container = DockerContainer(image).with_exposed_ports(CONTAINER_PORT)
-    container.with_volume_mapping(str(host_path(model_dir)), "/model", "ro")
+    container = DockerContainer(image)
+    port = exposed_port(container, image)
+    container.with_exposed_ports(port)
+    container.with_volume_mapping(str(host_path(model_dir)), MODEL_MOUNT, "ro")
     for name, value in env.items():
         container.with_env(name, value)
     container.start()
     # The engine's host (TC_HOST when set) and the published port: testcontainers' own choice, when it believes it
     # runs inside a container, is the bridge gateway instead.
-    url = f"http://{container.get_docker_client().host()}:{container.get_exposed_port(CONTAINER_PORT)}"
+    url = f"http://{container.get_docker_client().host()}:{container.get_exposed_port(port)}"
     api_key = env.get("LIT_SERVER_API_KEY")
     try:
         wait_until_up(url, {"X-API-Key": api_key} if api_key else {}, container)

@@ -15,9 +15,9 @@ from huggingface_hub import ModelCard
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from first_day import checkpoints, lifetime
-from first_day.settings import SettingsError, load_settings
-from first_day.train import PreflightError, preflight, train, training_arguments
+from {{ cookiecutter.package_name }} import checkpoints, lifetime
+from {{ cookiecutter.package_name }}.settings import SettingsError, load_settings
+from {{ cookiecutter.package_name }}.train import PreflightError, preflight, train, training_arguments
 
 from tests.conftest import (
     PROJECT,
@@ -268,7 +268,7 @@ def test_two_cpu_processes_train_one_model(tiny_checkpoint: Path, review_data: P
     # on a machine without a GPU starts two through torchrun, and the Trainer joins them in a gloo DDP group.
     done = run(
         "accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-        "--dynamo_backend", "no", "-m", "first_day.train",
+        "--dynamo_backend", "no", "-m", "{{ cookiecutter.package_name }}.train",
         *train_flags(tiny_checkpoint, review_data, tmp_path),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]

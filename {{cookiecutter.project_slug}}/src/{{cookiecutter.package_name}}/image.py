@@ -2,8 +2,8 @@
 
 build  the `runtime` stage of docker/Dockerfile tagged `image.reference` (registry/name:tag) and the `cloud` stage
        tagged `image.cloud_reference` (registry/name:tag-cloud); the build output streams to the terminal.
-serve  the runtime image on this machine: `serving.model_dir` mounted read-only at /model, the container's port
-       published on 127.0.0.1:`serving.port` only, LIT_SERVER_API_KEY passed on when set.
+serve  the runtime image on this machine: `serving.model_dir` mounted read-only at /model, the server listening on
+       `serving.port` inside and published on 127.0.0.1 only, LIT_SERVER_API_KEY passed on when set.
 
 Both take settings flags (`uv run build-image --image.tag 0.2.0`). The docker client is `$DOCKER`, else `docker` on
 PATH; it must speak BuildKit (`DOCKER_BUILDKIT=1` is set for it). Behind a proxy that intercepts TLS, set
@@ -21,7 +21,7 @@ from pathlib import Path
 from {{ cookiecutter.package_name }}.settings import ENV_PREFIX, Settings, settings_or_exit
 
 DOCKERFILE = Path("docker/Dockerfile")
-CONTAINER_PORT = 8000  # what the image's server listens on (EXPOSE 8000); the host side is serving.port
+MODEL_MOUNT = "/model"  # where the image's server reads its model (serving.model_dir in docker/Dockerfile)
 CA_MOUNT_ID = "extra_ca"  # the id of the build secret the Dockerfile mounts (RUN --mount=type=secret,id=...)
 USAGE = "usage: python -m {{ cookiecutter.package_name }}.image build|serve [--section.field VALUE ...]"
 
@@ -106,9 +106,10 @@ def host_path(path: Path, environ: Mapping[str, str] = os.environ) -> Path:
 def serve_command(docker: str, settings: Settings) -> list[str]:
     serving = settings.serving
     command = [docker, "run", "--rm", "--init"]
-    command += ["--publish", f"127.0.0.1:{serving.port}:{CONTAINER_PORT}"]
-    command += ["--volume", f"{host_path(serving.model_dir.resolve())}:/model:ro"]
-    command += ["--env", f"{ENV_PREFIX}SERVING__PORT={CONTAINER_PORT}"]
+    # The same port on both sides: the server inside listens where the settings say, not on the image's default.
+    command += ["--publish", f"127.0.0.1:{serving.port}:{serving.port}"]
+    command += ["--env", f"{ENV_PREFIX}SERVING__PORT={serving.port}"]
+    command += ["--volume", f"{host_path(serving.model_dir.resolve())}:{MODEL_MOUNT}:ro"]
     if "LIT_SERVER_API_KEY" in os.environ:
         command += ["--env", "LIT_SERVER_API_KEY"]  # by name: the key's value stays out of the process list
     if serving.device == "cuda":

@@ -282,15 +282,15 @@ MAX_AUTO_CPU_WORKERS = 4  # each worker holds its own copy of the model in memor
 
 
 def worker_layout(device: str, workers: int | None, cpu_threads: int | None) -> tuple[int, int]:
-    """Inference workers per device and torch threads per worker: the settings, or measured defaults where unset.
+    """Inference workers per device and torch threads per worker on a resolved `device` (cpu, cuda, cuda:N): the
+    settings, or measured defaults where unset.
 
     A GPU is kept busy by one worker. On a CPU, separate worker processes with one or a few threads each serve more than
     one worker with all the threads (2 cores: 2x1 gave 96 req/s at 16 clients, 1x2 gave 81; bench/serving.py), so the
     cores are split among up to MAX_AUTO_CPU_WORKERS workers, with one core left to the HTTP side when there are spare.
     """
     cores = len(os.sched_getaffinity(0))
-    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
-    workers = workers or (min(cores, MAX_AUTO_CPU_WORKERS) if on_cpu else 1)
+    workers = workers or (min(cores, MAX_AUTO_CPU_WORKERS) if device == "cpu" else 1)
     return workers, cpu_threads or max(1, (cores - 1) // workers)
 
 
@@ -313,7 +313,7 @@ def build_server(settings: Settings) -> ls.LitServer:
         setting = "serving.device" if isinstance(error, ModelDirError) else "serving.precision"
         raise ServingError(f"{setting}: {error}") from error
     LIMITS.max_texts = serving.max_texts_per_request
-    workers, cpu_threads = worker_layout(serving.device, serving.workers_per_device, serving.cpu_threads)
+    workers, cpu_threads = worker_layout(device, serving.workers_per_device, serving.cpu_threads)
     api = TextClassifierAPI(
         model_dir=serving.model_dir.resolve(),
         max_length=settings.model.max_length,
