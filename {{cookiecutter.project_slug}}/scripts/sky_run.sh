@@ -12,6 +12,7 @@
 #   MAIN_PROCESS_PORT            the head node's rendezvous port (default 29500)
 #   PROJECT_DIR                  the project root, with configs/settings.yaml (default: this script's parent folder)
 #   PYTHON                       the Python with the project installed (default: see below)
+#   TRACKING_REQUIREMENTS        the trackers' pinned list (default: the cloud image's /opt/tracking-requirements.txt)
 set -euo pipefail
 
 project_dir=${PROJECT_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
@@ -24,6 +25,17 @@ if [[ -z $python ]]; then python=${VIRTUAL_ENV:+$VIRTUAL_ENV/bin/}python3; fi
 # Settings are checked here, once, because accelerate does not pass a child's exit code through: a bad value is one
 # line on stderr and exit code 2 before any process starts.
 "$python" -m {{ cookiecutter.package_name }}.settings "$@" >/dev/null
+
+# The experiment trackers (the `tracking` extra) are not in the cloud image, which holds the serving image's packages
+# exactly: a job whose training.report_to names one installs them here first, at the versions uv.lock pins.
+trackers=${TRACKING_REQUIREMENTS:-/opt/tracking-requirements.txt}
+tracker=$("$python" -c 'import sys; from {{ cookiecutter.package_name }}.settings import load_settings
+print(load_settings(sys.argv[1:]).training.report_to)' "$@")
+if [[ $tracker != none && -f $trackers ]] &&
+  ! "$python" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec(sys.argv[1]) is None)' "$tracker"; then
+  echo "sky_run.sh: installing the experiment trackers for training.report_to $tracker ($trackers)" >&2
+  uv pip install --quiet --python "$python" --requirements "$trackers"
+fi
 
 nodes=${SKYPILOT_NUM_NODES:-1}
 rank=${SKYPILOT_NODE_RANK:-0}

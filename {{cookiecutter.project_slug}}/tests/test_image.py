@@ -33,6 +33,8 @@ from tests.conftest import BIN, ENV_PREFIX, PROJECT, offline_env, run
 STARTUP_TIMEOUT_S = 300  # torch import and model load on a busy CI runner
 HEALTHY_TIMEOUT_S = 90  # the HEALTHCHECK runs every 10 s
 BUILD_TIMEOUT_S = 3600  # a cold build downloads and installs torch
+TRACKERS = {"mlflow", "tensorboard", "wandb"}  # the `tracking` extra: in dev, in neither image
+TRACKING_REQUIREMENTS = "/opt/tracking-requirements.txt"  # the cloud image's pins of it (scripts/sky_run.sh)
 # A self-signed certificate made for this test and trusted by nobody: the build secret when EXTRA_CA is not set.
 TEST_CA = """-----BEGIN CERTIFICATE-----
 MIIBxDCCAWugAwIBAgIURLhiEAGXJmLssJGr11xKRK0fAO0wCgYIKoZIzj0EAwIw
@@ -403,18 +405,16 @@ def test_stages_hold_the_same_locked_packages(docker: str, images: Images) -> No
     itself = f"{project['name']}=={project['version']}"
     runtime, cloud, dev = (packages(docker, image) for image in (images.runtime, images.cloud, images.dev))
     assert itself in runtime
-    trackers = {package.split("==")[0] for package in cloud - runtime}
-    assert runtime < cloud, "cloud must hold every runtime package, the same versions"
-    assert {"mlflow", "tensorboard", "wandb"} <= trackers, "the cloud image must carry the tracking extra"
-    assert not {"mlflow", "tensorboard", "wandb"} & {package.split("==")[0] for package in runtime}
+    assert cloud == runtime, f"cloud and runtime differ on: {sorted(cloud ^ runtime)[:5]}"
+    assert not TRACKERS & {package.split("==")[0] for package in runtime}, "the trackers stay out of the images"
     third_party = {package for package in runtime if package != itself}
     assert third_party <= dev, f"dev lacks or differs on: {sorted(third_party - dev)[:5]}"
-    assert {"pytest", "ruff", "mypy"} <= {package.split("==")[0] for package in dev - runtime}
+    assert {"pytest", "ruff", "mypy", *TRACKERS} <= {package.split("==")[0] for package in dev - runtime}
 
 
 @pytest.mark.docker
 @pytest.mark.slow
-def test_cloud_stage_is_the_runtime_plus_root_and_the_trackers(docker: str, images: Images) -> None:
+def test_cloud_stage_is_the_runtime_plus_root_uv_and_the_trackers_pins(docker: str, images: Images) -> None:
     runtime, cloud = inspect(docker, images.runtime, images.cloud)
     runtime_config, cloud_config = runtime["Config"], cloud["Config"]
     assert isinstance(runtime_config, dict)
@@ -423,7 +423,17 @@ def test_cloud_stage_is_the_runtime_plus_root_and_the_trackers(docker: str, imag
     assert cloud_config["User"] in {"0", "0:0", "root"}
     runtime_layers, cloud_layers = layers(runtime), layers(cloud)
     assert cloud_layers[: len(runtime_layers)] == runtime_layers, "cloud must reuse the runtime's layers"
-    assert len(cloud_layers) == len(runtime_layers) + 1, "cloud adds one layer: the trackers"
+    assert len(cloud_layers) == len(runtime_layers) + 1, "cloud adds one layer: uv and the trackers' pins"
+    listed = subprocess.run(
+        [docker, "run", "--rm", "--entrypoint", "cat", images.cloud, TRACKING_REQUIREMENTS],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    pinned = {line.split(" ")[0] for line in listed.stdout.splitlines() if "==" in line}
+    assert {package.split("==")[0] for package in pinned} >= TRACKERS
+    locked = tomllib.loads((PROJECT / "uv.lock").read_text())["package"]
+    assert pinned <= {f"{package['name']}=={package.get('version')}" for package in locked}, "not what uv.lock pins"
 
 
 @pytest.mark.docker
@@ -446,9 +456,17 @@ def test_cloud_image_meets_skypilot_requirements(docker: str, images: Images) ->
 
 @pytest.mark.docker
 @pytest.mark.slow
-@pytest.mark.parametrize(("processes", "steps"), [(1, 13), (2, 7)])  # 200 rows, batch 16, split over the processes
+# 200 rows, batch 16, split over the processes; the second run reports to TensorBoard, which the node installs first.
+@pytest.mark.parametrize(("processes", "steps", "report_to"), [(1, 13, "none"), (2, 7, "tensorboard")])
 def test_sky_run_script_trains_inside_the_cloud_image(
-    docker: str, images: Images, tiny_checkpoint: Path, review_data: Path, tmp_path: Path, processes: int, steps: int
+    docker: str,
+    images: Images,
+    tiny_checkpoint: Path,
+    review_data: Path,
+    tmp_path: Path,
+    processes: int,
+    steps: int,
+    report_to: str,
 ) -> None:
     """What SkyPilot does on a node, minus the cloud: its node variables, the task's run script, a mounted bucket."""
     outputs = tmp_path / "outputs"
@@ -464,7 +482,14 @@ def test_sky_run_script_trains_inside_the_cloud_image(
         f"{ENV_PREFIX}MODEL__MAX_LENGTH": "32",
         f"{ENV_PREFIX}DATA__DATASET": "/inputs/data",
         f"{ENV_PREFIX}TRAINING__OUTPUT_DIR": "/outputs/models/sentiment",
+        f"{ENV_PREFIX}TRAINING__REPORT_TO": report_to,
+        # Behind a proxy that intercepts TLS, the node's install must trust its CA as the builds do.
+        "EXTRA_CA_PEM": Path(os.environ["EXTRA_CA"]).read_text() if os.environ.get("EXTRA_CA") else "",
     }
+    script = (
+        'if [ -n "$EXTRA_CA_PEM" ]; then { cat /etc/ssl/certs/ca-certificates.crt 2>/dev/null; echo "$EXTRA_CA_PEM"; }'
+        " >/tmp/ca.pem; export SSL_CERT_FILE=/tmp/ca.pem; fi; exec bash scripts/sky_run.sh"
+    )
     command = [docker, "run", "--rm", "--entrypoint", "bash"]
     command += [
         "-v",
@@ -476,13 +501,16 @@ def test_sky_run_script_trains_inside_the_cloud_image(
     for name, value in environment.items():
         command += ["-e", f"{name}={value}"]
     done = subprocess.run(
-        [*command, images.cloud, "scripts/sky_run.sh"], capture_output=True, text=True, timeout=900, check=False
+        [*command, images.cloud, "-c", script], capture_output=True, text=True, timeout=900, check=False
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"{processes} process(es) here" in done.stderr
     model = outputs / "models" / "sentiment"
     assert (model / "model.safetensors").is_file()
     assert json.loads((model / "metrics.json").read_text())["global_step"] == steps
+    installed = "installing the experiment trackers" in done.stderr
+    assert installed == (report_to != "none")
+    assert bool(list(model.glob("runs/**/events.out.tfevents.*"))) == (report_to == "tensorboard")
 
 
 def certificate_lines(pem: str) -> list[bytes]:
