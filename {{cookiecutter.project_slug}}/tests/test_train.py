@@ -4,6 +4,7 @@ import json
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -415,6 +416,30 @@ def test_stopping_uv_run_train_local_stops_training(
     said = log.read_text(errors="replace")
     assert "error: interrupted; no model was saved" in said
     assert "Traceback" not in said
+
+
+DROPPED_STOP = """
+import os, signal
+from {{ cookiecutter.package_name }}.lifetime import interrupt_on_sigterm, raise_if_stopping
+
+class Finalised:
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C arrives while Python runs a finaliser
+        for _ in range(1000):
+            pass  # the handler runs here, and Python drops what it raises
+
+interrupt_on_sigterm()
+Finalised()
+try:
+    raise_if_stopping()
+except KeyboardInterrupt:
+    print("stopped")
+"""
+
+
+def test_an_interrupt_python_dropped_in_a_finaliser_is_raised_again_without_a_traceback() -> None:
+    done = subprocess.run([sys.executable, "-c", DROPPED_STOP], capture_output=True, text=True, timeout=60, check=False)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "stopped\n", "")
 
 
 def test_a_stop_whose_interrupt_was_dropped_still_ends_training_at_the_next_step(

@@ -4,7 +4,8 @@
 Ctrl-C and SIGTERM to it. SIGKILL of uv cannot be forwarded: `end_with_parent` asks the kernel to send SIGTERM when
 the parent dies (Linux's PR_SET_PDEATHSIG), and `interrupt_on_sigterm` makes SIGTERM take Ctrl-C's path, so the
 program's own cleanup runs either way. Python drops an exception raised inside a finaliser (a progress bar's
-`__del__`, say), so a KeyboardInterrupt can vanish: long loops call `raise_if_stopping` at their safe points.
+`__del__` or a weakref callback, say), so a KeyboardInterrupt can vanish: long loops call `raise_if_stopping` at
+their safe points, and the dropped one is not reported as a traceback.
 """
 
 import ctypes
@@ -47,6 +48,14 @@ def interrupt_on_sigterm() -> None:
 
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGINT, interrupt)
+    sys.unraisablehook = _quiet_about_dropped_stops
+
+
+def _quiet_about_dropped_stops(unraisable: "sys.UnraisableHookArgs") -> None:  # quoted: the type exists in stubs only
+    """Stay silent about the stop a finaliser swallowed (`raise_if_stopping` raises it again); report the rest."""
+    if _stopping and isinstance(unraisable.exc_value, KeyboardInterrupt):
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 def raise_if_stopping() -> None:
