@@ -22,18 +22,20 @@ python=${PYTHON:-}
 if [[ -z $python && -x .venv/bin/python ]]; then python=.venv/bin/python; fi
 if [[ -z $python ]]; then python=${VIRTUAL_ENV:+$VIRTUAL_ENV/bin/}python3; fi
 
+for arg in "$@"; do # the flags are the training module's: so is the help
+  if [[ $arg == -h || $arg == --help ]]; then exec "$python" -m {{ cookiecutter.package_name }}.train "$@"; fi
+done
 # Settings are checked here, once, because accelerate does not pass a child's exit code through: a bad value is one
-# line on stderr and exit code 2 before any process starts.
-"$python" -m {{ cookiecutter.package_name }}.settings "$@" >/dev/null
-
-# The experiment trackers (the `tracking` extra) are not in the cloud image, which holds the serving image's packages
-# exactly: a job whose training.report_to names one installs them here first, at the versions uv.lock pins.
+# line on stderr and exit code 2 before any process starts. The same call names the experiment tracker
+# training.report_to asks for when this Python cannot import it: the `tracking` extra is not in the cloud image, which
+# holds the serving image's packages exactly, so the job installs it here first, at the versions uv.lock pins.
+missing_tracker=$("$python" -c 'import sys
+from {{ cookiecutter.package_name }}.settings import settings_or_exit, tracker_installed
+tracker = settings_or_exit(sys.argv[1:]).training.report_to
+print("" if tracker_installed(tracker) else tracker)' "$@")
 trackers=${TRACKING_REQUIREMENTS:-/opt/tracking-requirements.txt}
-tracker=$("$python" -c 'import sys; from {{ cookiecutter.package_name }}.settings import load_settings
-print(load_settings(sys.argv[1:]).training.report_to)' "$@")
-if [[ $tracker != none && -f $trackers ]] &&
-  ! "$python" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec(sys.argv[1]) is None)' "$tracker"; then
-  echo "sky_run.sh: installing the experiment trackers for training.report_to $tracker ($trackers)" >&2
+if [[ -n $missing_tracker && -f $trackers ]]; then
+  echo "sky_run.sh: installing the experiment trackers for training.report_to $missing_tracker ($trackers)" >&2
   uv pip install --quiet --python "$python" --requirements "$trackers"
 fi
 

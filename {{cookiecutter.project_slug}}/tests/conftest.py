@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from {{ cookiecutter.package_name }}.settings import DEFAULT_CONFIG, ENV_PREFIX, Settings, load_settings
+
 from tests.tiny import build_tiny_classifier, write_review_folder
 
 STOP_TIMEOUT_S = 10  # what a person waits after Ctrl-C before reaching for kill -9
 
 PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the project environment's scripts: train-local, serve, ...
-ENV_PREFIX = "{{ cookiecutter.package_name.upper() }}_"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -26,6 +27,14 @@ def pytest_configure(config: pytest.Config) -> None:
     under the workspace (.pytest-tmp/), which image.host_path translates."""
     if os.environ.get("HOST_WORKSPACE_FOLDER") and not config.option.basetemp:
         config.option.basetemp = str(PROJECT / ".pytest-tmp")
+
+
+def settings_file_values() -> Settings:
+    """The generated settings file alone, whatever this shell exports: what the images and cloud jobs start from."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in [name for name in os.environ if name.startswith(ENV_PREFIX)]:
+            patch.delenv(name)  # the settings loader reads the process environment
+        return load_settings(["--config", str(PROJECT / DEFAULT_CONFIG)], environ={})
 
 
 @pytest.fixture(scope="session")

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 import yaml
 
-from {{ cookiecutter.package_name }}.settings import ENV_PREFIX, Settings, load_settings
+from {{ cookiecutter.package_name }}.settings import ENV_PREFIX, Settings
 
-PROJECT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent  # the project environment's scripts
+from tests.conftest import BIN, PROJECT, settings_file_values
+
 PACKAGE = "{{ cookiecutter.package_name }}"
 SLUG = "{{ cookiecutter.project_slug }}"
 SKYPILOT = "skypilot==0.14.1"
@@ -43,10 +43,7 @@ DOCKER_LOGIN = {
 @pytest.fixture(scope="module")
 def settings() -> Settings:
     """The generated settings file alone: what the images hold and what the dry mode starts from."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name in [name for name in os.environ if name.startswith(ENV_PREFIX)]:
-            patch.delenv(name)  # the settings loader reads the process environment
-        return load_settings(["--config", str(PROJECT / "configs" / "settings.yaml")], {})
+    return settings_file_values()
 
 
 def child_env(extra: Mapping[str, str]) -> dict[str, str]:
@@ -465,3 +462,13 @@ def test_run_script_rejects_bad_settings_before_launching(tmp_path: Path) -> Non
         "error: training.num_train_epochs: Input should be a valid number, unable to parse string as a number "
         "(got 'abc')"
     ]
+
+
+def test_run_script_help_is_the_training_modules_and_starts_nothing(tmp_path: Path) -> None:
+    env = {"SKYPILOT_NUM_GPUS_PER_NODE": "0", f"{ENV_PREFIX}TRAINING__OUTPUT_DIR": str(tmp_path / "model")}
+    node = run_script(0, env, "--training.num_train_epochs", "abc", "--help")
+    output = node.communicate(timeout=120)[0]
+    assert node.returncode == 0, output
+    assert "--training.num_train_epochs" in output
+    assert "sky_run.sh: node" not in output, "--help launched training"
+    assert not (tmp_path / "model").exists()

@@ -27,8 +27,9 @@ from testcontainers.core.container import DockerContainer
 from transformers import AutoConfig
 
 from {{ cookiecutter.package_name }}.image import MODEL_MOUNT, host_path
+from {{ cookiecutter.package_name }}.settings import ENV_PREFIX
 
-from tests.conftest import BIN, ENV_PREFIX, PROJECT, offline_env, run
+from tests.conftest import BIN, PROJECT, offline_env, run
 
 STARTUP_TIMEOUT_S = 300  # torch import and model load on a busy CI runner
 HEALTHY_TIMEOUT_S = 90  # the HEALTHCHECK runs every 10 s

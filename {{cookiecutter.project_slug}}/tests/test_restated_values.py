@@ -10,21 +10,17 @@ checked against their owner: change the owner, and this test names each place th
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from {{ cookiecutter.package_name }}.cloud import MOUNT, bucket_path
 from {{ cookiecutter.package_name }}.image import MODEL_MOUNT
-from {{ cookiecutter.package_name }}.settings import DEFAULT_CONFIG, ENV_PREFIX, Settings, load_settings
+from {{ cookiecutter.package_name }}.settings import ENV_PREFIX
 
-PROJECT = Path(__file__).resolve().parents[1]
+from tests.conftest import PROJECT, settings_file_values
+
 DOCKERFILE = (PROJECT / "docker" / "Dockerfile").read_text()
-
-
-def settings_file_values() -> Settings:
-    return load_settings(["--config", str(PROJECT / DEFAULT_CONFIG)], environ={})
 
 
 def dockerfile_env(name: str) -> str:

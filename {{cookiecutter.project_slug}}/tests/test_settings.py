@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from {{ cookiecutter.package_name }}.settings import DEFAULT_CONFIG, SettingsError, load_settings
+from {{ cookiecutter.package_name }}.settings import DEFAULT_CONFIG, ENV_PREFIX, SettingsError, load_settings
 
-from tests.conftest import ENV_PREFIX, PROJECT, run
+from tests.conftest import PROJECT, run
 
 SETTINGS_FILE = PROJECT / DEFAULT_CONFIG
 

@@ -332,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         own = "\n".join(f"  {flag:<26}{what}" for flag, what in OWN_FLAGS.items())
         sky_help = f"uvx --from 'skypilot=={SKYPILOT_VERSION}' sky launch --help"
         settings_flags = parse_arguments([arg for arg in arguments if arg not in HELP_FLAGS]).settings_flags
-        settings = help_text(Path(sys.argv[0]).name, "", SECTIONS, settings_flags)
+        settings = help_text("", SECTIONS, settings_flags)
         print(f"{(__doc__ or '').strip()}\n\nOwn flags:\n{own}\n\n`sky` flags: {sky_help}\n\n{settings}")
         return
     try:

@@ -5,6 +5,7 @@
 answers `--help` with every setting, its type, its current value and what it does.
 """
 
+import importlib.util
 import json
 import os
 import sys
@@ -25,6 +26,8 @@ DEFAULT_CONFIG = Path("configs/settings.yaml")
 LOCAL_PATH_PREFIXES = ("/", "./", "../", "~")
 HELP_FLAGS = ("-h", "--help")
 SEED_MAX = 2**32 - 1  # numpy's seeds
+# The packages behind each training.report_to choice (any one of them is enough for the Trainer).
+TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "mlflow": ("mlflow",)}
 
 
 class SettingsError(Exception):
@@ -318,7 +321,13 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
-def help_text(program: str, about: str, sections: Sequence[str], argv: Sequence[str]) -> str:
+def command_name() -> str:
+    """How this program was started: `uv run train-local` (a console script), or `python -m package.module`."""
+    main_spec = getattr(sys.modules["__main__"], "__spec__", None)
+    return f"python -m {main_spec.name}" if main_spec else f"uv run {Path(sys.argv[0]).name}"
+
+
+def help_text(about: str, sections: Sequence[str], argv: Sequence[str]) -> str:
     """Every setting of `sections`: flag, type, the value this command would use now, and what it does."""
     flags = [arg for arg in argv if arg not in HELP_FLAGS]
     try:
@@ -331,7 +340,7 @@ def help_text(program: str, about: str, sections: Sequence[str], argv: Sequence[
         f"< flags. `null` means none; lists are JSON. {note}"
     )
     lines = [
-        f"usage: uv run {program} [--section.field VALUE ...] [--config PATH]",
+        f"usage: {command_name()} [--section.field VALUE ...] [--config PATH]",
         "",
         about,
         "",
@@ -350,6 +359,11 @@ def help_text(program: str, about: str, sections: Sequence[str], argv: Sequence[
     return "\n".join(lines)
 
 
+def tracker_installed(tracker: str) -> bool:
+    """Whether the Python running this can import the `training.report_to` tracker ("none" always can)."""
+    return tracker == "none" or any(importlib.util.find_spec(name) for name in TRACKER_PACKAGES[tracker])
+
+
 def settings_or_exit(
     argv: Sequence[str] | None = None, *, about: str = "", sections: Sequence[str] = SECTIONS
 ) -> Settings:
@@ -357,7 +371,7 @@ def settings_or_exit(
     problem is one line on stderr and exit code 2."""
     args = sys.argv[1:] if argv is None else list(argv)
     if any(arg in HELP_FLAGS for arg in args):
-        print(help_text(Path(sys.argv[0]).name, about, sections, args))
+        print(help_text(about, sections, args))
         raise SystemExit(0)
     try:
         return load_settings(args)

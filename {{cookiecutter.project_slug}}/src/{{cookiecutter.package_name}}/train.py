@@ -9,7 +9,6 @@ written: the model checkpoint and the dataset (their problems reported together)
 
 import contextlib
 import importlib.metadata
-import importlib.util
 import json
 import math
 import os
@@ -53,10 +52,9 @@ from {{ cookiecutter.package_name }}.settings import (
     first_line,
     is_local_reference,
     settings_or_exit,
+    tracker_installed,
 )
 
-# The packages behind each training.report_to choice (any one of them is enough for the Trainer).
-TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "mlflow": ("mlflow",)}
 TENSORBOARD_DIR = "runs"  # under training.output_dir, beside the model (the Trainer's default is inside checkpoints/)
 MODEL_CARD = "README.md"
 
@@ -175,7 +173,7 @@ def tracker_problems(tracker: str) -> list[str]:
     """What stops `training.report_to` from logging: its package missing, or W&B with no way to log in."""
     if tracker == "none":
         return []
-    if not any(importlib.util.find_spec(name) for name in TRACKER_PACKAGES[tracker]):
+    if not tracker_installed(tracker):
         return [f"training.report_to: {tracker} is not installed here (uv sync --extra tracking)"]
     netrc = Path.home() / ".netrc"
     wandb_login = netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="replace")
