@@ -148,7 +148,9 @@ class ServingSettings(Section):
     port: int = Field(8000, ge=1024, le=65535, description="port to listen on")  # LitServe refuses privileged ports
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: a GPU when one is visible")
     max_batch_size: int = Field(8, ge=1, le=1024, description="requests gathered into one forward pass")
-    batch_timeout: float = Field(0.01, ge=0, le=10, description="seconds to wait for a batch to fill")
+    batch_timeout: float = Field(
+        0.002, ge=0, le=10, description="seconds to wait for a batch to fill; under load, requests queue up anyway"
+    )
     max_texts_per_request: int = Field(32, ge=1, le=1024, description='most texts one "texts" request may carry')
     workers_per_device: int | None = Field(
         None, ge=1, le=64, description="inference processes per device; null: 1 per GPU, 1 per core on a CPU (≤ 4)"
