@@ -377,6 +377,10 @@ def main(argv: list[str] | None = None) -> None:
             f"\nerror: interrupted; no model was saved; rerun the same command to resume from {output}", file=sys.stderr
         )
         raise SystemExit(130) from None
+    if torch.distributed.is_initialized():
+        # Leave the group before exiting: a gloo group torn down by interpreter exit can abort a process (SIGABRT,
+        # "terminate called without an active exception") after its work is done.
+        torch.distributed.destroy_process_group()
     if int(os.environ.get("RANK", "0")) == 0:
         shown = {key: metrics[key] for key in ("accuracy", "f1_macro", "loss") if key in metrics}
         print(f"saved the model to {output} — eval {json.dumps(finite_or_none(shown))}")
