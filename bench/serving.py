@@ -6,6 +6,8 @@ request) for
   naive     a FastAPI endpoint that calls the same `Predictor` once per request (no batching),
   pipeline  a FastAPI endpoint that calls transformers' `pipeline("text-classification", model=DIR, device=...)` once
             per request: the baseline users actually write (fp32, its own tokenization and post-processing),
+  litserve, no model  the project's server with the Predictor replaced by one that answers at once
+            (bench/no_model_server.py): what the serving side alone costs, measured once,
 and the raw ceiling: `Predictor.predict` on batches of 1, 8 and 16 texts, no HTTP, in as many processes (with as
 many torch threads each) as the server has inference workers, all at once. Then a soak run: 16 clients for 30 s against
 the LitServe API, which must end with zero errors.
@@ -444,6 +446,13 @@ def measure(args: argparse.Namespace) -> None:
     with phase(loads, "pipeline", "FastAPI, one transformers pipeline call per request"):
         pipeline = bench_server(pipeline_cmd, project, port, levels, args.duration, texts, workdir / "pipeline.log")
 
+    port = free_port()
+    no_model = [python, str(Path(__file__).with_name("no_model_server.py")), pkg, "--serving.model_dir", str(model)]
+    no_model += ["--serving.port", str(port), f"--serving.workers_per_device={workers}"]
+    no_model += [f"--serving.cpu_threads={threads}", *args.serve_flag]
+    with phase(loads, "litserve, no model", "the project's server with the forward pass taken out"):
+        no_model_rows = bench_server(no_model, project, port, levels, args.duration, texts, workdir / "no-model.log")
+
     runs = []
     for precision in precisions:
         # The raw ceiling is measured before and after the servers, and the better pass kept, so that a burst of
@@ -490,7 +499,7 @@ def measure(args: argparse.Namespace) -> None:
                 "raw": raw,
                 "raw_passes": {"first": raw_first, "second": raw_second},
                 "soak": soak,
-                "ratios": ratios(litserve, naive, raw, pipeline),
+                "ratios": ratios(litserve, naive, raw, pipeline, no_model_rows),
             }
         )
 
@@ -517,6 +526,7 @@ def measure(args: argparse.Namespace) -> None:
         "precisions": precisions,
         "quality": labels,
         "pipeline": pipeline,
+        "no_model": no_model_rows,
         "runs": runs,
         "load_average": loads,
         "goals": goals(runs, pipeline, args.soak),
@@ -529,11 +539,12 @@ def ratios(
     naive: list[dict[str, Any]],
     raw: list[dict[str, Any]],
     pipeline: list[dict[str, Any]],
+    no_model: list[dict[str, Any]],
 ) -> dict[str, float]:
     ceiling = max(row["throughput"] for row in raw)
     raw_at = {row["batch_size"]: row["throughput"] for row in raw}
     out = {"raw_ceiling_texts_per_s": ceiling}
-    for lit, nai, pipe in zip(litserve, naive, pipeline, strict=True):
+    for lit, nai, pipe, empty in zip(litserve, naive, pipeline, no_model, strict=True):
         clients = lit["clients"]
         out[f"litserve_vs_pipeline_at_{clients}"] = lit["throughput"] / pipe["throughput"]
         out[f"litserve_vs_naive_at_{clients}"] = lit["throughput"] / nai["throughput"]
@@ -542,6 +553,8 @@ def ratios(
         out[f"litserve_vs_bound_at_{clients}"] = lit["throughput"] / raw_at[clients]
         out[f"litserve_vs_raw_ceiling_at_{clients}"] = lit["throughput"] / ceiling
         out[f"litserve_vs_naive_p50_at_{clients}"] = lit["p50_ms"] / nai["p50_ms"]
+        # The same server answering without a forward pass: what the serving side alone allows on this machine.
+        out[f"litserve_vs_no_model_at_{clients}"] = lit["throughput"] / empty["throughput"]
     return out
 
 
@@ -625,6 +638,17 @@ def report(results: dict[str, Any]) -> None:
                 f"| {kind} | {shown} | {row['clients']} | {row['throughput']:.1f} | {row['p50_ms']:.1f} "
                 f"| {row['p99_ms']:.1f} | {row['errors']} | {beside(run['precision'])} |"
             )
+    for row in results["no_model"]:
+        lines.append(
+            f"| litserve, no model | none | {row['clients']} | {row['throughput']:.1f} | {row['p50_ms']:.1f} "
+            f"| {row['p99_ms']:.1f} | {row['errors']} | n/a | n/a | n/a |"
+        )
+    lines += [
+        "",
+        "No model: the project's server with the Predictor replaced by one that answers at once "
+        "(bench/no_model_server.py): HTTP, validation, LitServe's queues and processes and the encoding alone, the "
+        "most this layout serves on this machine whatever the model. The raw pass below has none of that cost.",
+    ]
     lines += [
         "",
         "| raw forward pass | precision | batch | texts/s | p50 ms per batch | p99 ms per batch | agrees with fp32 "
