@@ -420,6 +420,8 @@ def measure(args: argparse.Namespace) -> None:
     device = predictor_module.resolve_device("auto")
     layout = __import__(f"{pkg}.serve", fromlist=["worker_layout"]).worker_layout
     workers, threads = layout(device, args.workers, args.threads)
+    # Every LitServe server here (measured, soak, no model) gets this layout and the user's flags.
+    serve_flags = [f"--serving.workers_per_device={workers}", f"--serving.cpu_threads={threads}", *args.serve_flag]
     # LitServe runs `workers` per GPU on every visible GPU; the raw ceiling gets as many processes, spread the same way.
     gpus = __import__("torch").cuda.device_count() if device.startswith("cuda") else 0
     raw_devices = [f"cuda:{i % gpus}" if gpus else "cpu" for i in range(workers * max(gpus, 1))]
@@ -448,8 +450,7 @@ def measure(args: argparse.Namespace) -> None:
 
     port = free_port()
     no_model = [python, str(Path(__file__).with_name("no_model_server.py")), pkg, "--serving.model_dir", str(model)]
-    no_model += ["--serving.port", str(port), f"--serving.workers_per_device={workers}"]
-    no_model += [f"--serving.cpu_threads={threads}", *args.serve_flag]
+    no_model += ["--serving.port", str(port), *serve_flags]
     with phase(loads, "litserve, no model", "the project's server with the forward pass taken out"):
         no_model_rows = bench_server(no_model, project, port, levels, args.duration, texts, workdir / "no-model.log")
 
@@ -466,8 +467,7 @@ def measure(args: argparse.Namespace) -> None:
 
         port = free_port()
         serve = [python, "-m", f"{pkg}.serve", "--serving.model_dir", str(model), "--serving.port", str(port)]
-        serve += [f"--serving.workers_per_device={workers}", f"--serving.cpu_threads={threads}"]
-        serve += [f"--serving.precision={precision}", *args.serve_flag]
+        serve += [f"--serving.precision={precision}", *serve_flags]
         with phase(loads, f"{precision} litserve", " ".join(serve[1:])):
             litserve = bench_server(
                 serve, project, port, levels, args.duration, texts, workdir / f"litserve-{precision}.log", precision
@@ -514,11 +514,7 @@ def measure(args: argparse.Namespace) -> None:
         },
         "model": str(model) if args.model else f"all-MiniLM-L6-v2 + 2-class head ({args.base_model})",
         "eval_data": args.eval_data,
-        "serve_flags": [
-            f"--serving.workers_per_device={workers}",
-            f"--serving.cpu_threads={threads}",
-            *args.serve_flag,
-        ],
+        "serve_flags": serve_flags,
         "inference_workers": len(raw_devices),
         "torch_threads": threads,
         "seconds_per_level": args.duration,
@@ -631,18 +627,17 @@ def report(results: dict[str, Any]) -> None:
     ]
     servers = [("litserve", run) for run in results["runs"]] + [("naive", run) for run in results["runs"]]
     servers.append(("pipeline", {"precision": "pipeline", "pipeline": results["pipeline"]}))
-    for kind, run in servers:
-        shown = quality[run["precision"]]["precision"]
-        for row in run[kind]:
+    # (server, precision shown, its rows, its quality cells)
+    tables = [
+        (kind, quality[run["precision"]]["precision"], run[kind], beside(run["precision"])) for kind, run in servers
+    ]
+    tables.append(("litserve, no model", "none", results["no_model"], "n/a | n/a | n/a"))
+    for kind, shown, rows, cells in tables:
+        for row in rows:
             lines.append(
                 f"| {kind} | {shown} | {row['clients']} | {row['throughput']:.1f} | {row['p50_ms']:.1f} "
-                f"| {row['p99_ms']:.1f} | {row['errors']} | {beside(run['precision'])} |"
+                f"| {row['p99_ms']:.1f} | {row['errors']} | {cells} |"
             )
-    for row in results["no_model"]:
-        lines.append(
-            f"| litserve, no model | none | {row['clients']} | {row['throughput']:.1f} | {row['p50_ms']:.1f} "
-            f"| {row['p99_ms']:.1f} | {row['errors']} | n/a | n/a | n/a |"
-        )
     lines += [
         "",
         "No model: the project's server with the Predictor replaced by one that answers at once "
