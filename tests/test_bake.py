@@ -67,6 +67,8 @@ DEFAULT_FILES = {
     "tools/dev-tasks/src/dev_tasks/py.typed",
 }
 UNRENDERED = re.compile(r"(?<!\$)\{\{|\{%")
+# Documents that exist only for the template's own authors, never in a user's project.
+UNSEEN_DOCUMENTS = re.compile(r"\bPRD\b|design card|DEVELOPERS\.md|issue #\d+")
 
 
 def expected_files(project: BakedProject, answers: dict[str, str]) -> set[str]:
@@ -110,6 +112,7 @@ def test_bake_is_fully_rendered_and_parseable(bake, name: str) -> None:
     for relative in project.files():
         path = project.path / relative
         assert not UNRENDERED.search(path.read_text()), f"unrendered Jinja in {relative}"
+        assert not UNSEEN_DOCUMENTS.search(path.read_text()), f"{relative} points to a document users do not have"
         assert_parses(path)
 
 

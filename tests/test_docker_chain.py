@@ -171,6 +171,10 @@ def test_chain_devcontainer_train_build_serve_and_generated_docker_tests(chain: 
         body = json.loads(answer.read())
     labels = set(json.loads((trained / "config.json").read_text()).get("id2label", {}).values()) or {"0", "1"}
     assert body["label"] in labels | {"LABEL_0", "LABEL_1"}
+    # The README's curl line works from inside the devcontainer too (its network is the host's; curl is in `dev`).
+    curl = ["curl", "-fsS", "-H", "content-type: application/json", "-d", '{"text": "superb"}']
+    inside = json.loads(chain.devcontainer("cpu", "exec", *curl, f"http://127.0.0.1:{port}/predict").splitlines()[-1])
+    assert inside["label"] in labels | {"LABEL_0", "LABEL_1"}
     ok([docker, "rm", "--force", container])  # it carries the chain's label, which `devcontainer exec` looks up
 
     # 6. The generated project's own container tests, from inside the devcontainer (bind mounts translated to the

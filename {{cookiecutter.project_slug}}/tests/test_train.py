@@ -396,13 +396,17 @@ def test_train_local_reports_input_problems_in_one_line_and_writes_nothing(tmp_p
     assert not output.exists(), "a run refused before training must write nothing"
 
 
-@pytest.mark.parametrize("to_group", [False, True], ids=["ctrl-c-to-uv-alone", "ctrl-c-to-the-group"])
+@pytest.mark.parametrize(
+    ("stop", "to_group"),
+    [(signal.SIGINT, False), (signal.SIGINT, True), (signal.SIGTERM, False)],
+    ids=["ctrl-c-to-uv-alone", "ctrl-c-to-the-group", "sigterm-to-uv"],
+)
 # kill -9 of uv: test_an_interrupted_run_resumes_and_one_with_other_settings_is_refused
 def test_stopping_uv_run_train_local_stops_training(
-    to_group: bool, tiny_checkpoint: Path, review_data: Path, tmp_path: Path
+    stop: signal.Signals, to_group: bool, tiny_checkpoint: Path, review_data: Path, tmp_path: Path
 ) -> None:
-    """Ctrl-C, to uv alone or to the whole group as a terminal sends it: within 10 s nothing of `uv run train-local`
-    trains on, it says so in one line, and no final model is saved."""
+    """Ctrl-C, to uv alone or to the whole group as a terminal sends it, or SIGTERM to uv (`kill`, a job scheduler):
+    within 10 s nothing of `uv run train-local` trains on, it says so in one line, and no final model is saved."""
     flags = train_flags(tiny_checkpoint, review_data, tmp_path / "model", "--training.num_train_epochs", "400")
     log = tmp_path / "train.log"
     leader = start_in_own_group(uv_run("train-local", *flags), log)
@@ -410,8 +414,8 @@ def test_stopping_uv_run_train_local_stops_training(
     while "it/s]" not in log.read_text(errors="replace") and leader.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)  # until the progress bar shows training under way
     assert leader.poll() is None, log.read_text()[-2000:]
-    left = send_and_wait(leader, signal.SIGINT, to_group=to_group)
-    assert not left, f"still running 10 s after Ctrl-C: {left}"
+    left = send_and_wait(leader, stop, to_group=to_group)
+    assert not left, f"still running 10 s after {stop.name}: {left}"
     assert not (tmp_path / "model" / "metrics.json").exists(), "a stopped run must not save a final model"
     said = log.read_text(errors="replace")
     assert "error: interrupted; no model was saved" in said
