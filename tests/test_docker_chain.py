@@ -98,6 +98,12 @@ class Chain:
     def devcontainer(self, variant: str, command: str, *args: str) -> str:
         return ok([*self.command(variant, command), *args])
 
+    @property
+    def served_label(self) -> str:
+        """For the containers the chain serves from: `devcontainer exec` finds its container by `label`, so they
+        must not carry that one."""
+        return f"{self.label}-served"
+
 
 @pytest.fixture(scope="module")
 def chain(docker: str, session_bake, devcontainer_cli: str) -> Iterator[Chain]:
@@ -107,9 +113,10 @@ def chain(docker: str, session_bake, devcontainer_cli: str) -> Iterator[Chain]:
     try:
         yield made
     finally:
-        found = subprocess.run([docker, "ps", "-aq", "--filter", f"label={made.label}"], capture_output=True, text=True)
-        for container in found.stdout.split():
-            subprocess.run([docker, "rm", "--force", "--volumes", container], capture_output=True)
+        for label in (made.label, made.served_label):
+            found = subprocess.run([docker, "ps", "-aq", "--filter", f"label={label}"], capture_output=True, text=True)
+            for container in found.stdout.split():
+                subprocess.run([docker, "rm", "--force", "--volumes", container], capture_output=True)
         if made.images:
             subprocess.run([docker, "image", "rm", "--force", *made.images], capture_output=True)
         subprocess.run([docker, "volume", "rm", "--force", f"{project.path.name}-hf-cache"], capture_output=True)
@@ -159,7 +166,7 @@ def test_chain_devcontainer_train_build_serve_and_generated_docker_tests(chain: 
     # 5. The runtime image serves what the devcontainer trained, mounted read-only as it is: what the server reads
     #    is readable by the image's user (the Trainer's owner-only checkpoints are not among it).
     publish = ["-p", "127.0.0.1::8000", "-v", f"{trained}:/model:ro"]
-    container = ok([docker, "run", "-d", "--label", chain.label, *publish, f"{name}:test"]).strip()
+    container = ok([docker, "run", "-d", "--label", chain.served_label, *publish, f"{name}:test"]).strip()
     port = ok([docker, "port", container, "8000/tcp"]).split(":")[-1].strip()
     wait_for_health(f"http://127.0.0.1:{port}/health", docker, container)
     request = urllib.request.Request(
@@ -175,7 +182,7 @@ def test_chain_devcontainer_train_build_serve_and_generated_docker_tests(chain: 
     curl = ["curl", "-fsS", "-H", "content-type: application/json", "-d", '{"text": "superb"}']
     inside = json.loads(chain.devcontainer("cpu", "exec", *curl, f"http://127.0.0.1:{port}/predict").splitlines()[-1])
     assert inside["label"] in labels | {"LABEL_0", "LABEL_1"}
-    ok([docker, "rm", "--force", container])  # it carries the chain's label, which `devcontainer exec` looks up
+    ok([docker, "rm", "--force", container])
 
     # 6. The generated project's own container tests, from inside the devcontainer (bind mounts translated to the
     #    host's paths, ports on the shared host network): all pass, none skipped.
