@@ -324,7 +324,11 @@ def without_credentials(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPat
         ("empty-dataset", "is empty"),
         ("empty-text-cell", "data.dataset: row 3 of the train split has no text (an empty 'text' cell)"),
         ("missing-label-cell", "data.dataset: row 1 of the train split has no label (an empty 'label' cell)"),
-        ("numbers-for-texts", "data.text_column: 'text' holds int64 values, not text"),
+        (
+            "numbers-for-texts",
+            "data.text_column: 'text' holds int64 values, not text (row 0 of the train split holds 17)",
+        ),
+        ("a-number-among-texts", "not text (row 2 of the train split holds 5)"),
         ("hub-dataset-offline", "data.dataset: cannot load 'imdb'"),
         ("hub-checkpoint-offline", "model.checkpoint: cannot load 'distilbert-base-uncased'"),
         ("wandb-without-login", "training.report_to: wandb needs WANDB_API_KEY (or `wandb login`"),
@@ -358,6 +362,11 @@ def test_input_problems_are_found_before_anything_is_written(
         data = write_csv(tmp_path / "holes" / "train.csv", [("fine", 0), ("good", 1), ("odd", 0), ("", 1)] * 5)
     elif case == "numbers-for-texts":
         data = write_csv(tmp_path / "numbers" / "train.csv", [("17", 0), ("42", 1)] * 5)
+    elif case == "a-number-among-texts":  # JSON lines keep the number a number
+        data = tmp_path / "mixed" / "train.jsonl"
+        data.parent.mkdir()
+        rows = [{"text": "fine", "label": 0}, {"text": "good", "label": 1}, {"text": 5, "label": 0}] * 5
+        data.write_text("".join(json.dumps(row) + "\n" for row in rows))
     elif case == "missing-label-cell":
         data = tmp_path / "holes" / "train.csv"
         data.parent.mkdir()

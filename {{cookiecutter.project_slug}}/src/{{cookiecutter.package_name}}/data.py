@@ -117,7 +117,13 @@ def _check_cells(split: datasets.Dataset, settings: DataSettings, which: str) ->
     """Every row has a non-empty text and a label; the first that does not is named by its row number."""
     texts = pa.chunked_array(split.data.column(settings.text_column))
     if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
-        raise DataError(f"data.text_column: {settings.text_column!r} holds {texts.type} values, not text")
+        # Name the first cell that is not text: row 0 for a column of numbers, the odd one in mixed JSON lines.
+        cells = enumerate(split[settings.text_column])
+        row, cell = next(((index, cell) for index, cell in cells if not isinstance(cell, str)), (0, None))
+        raise DataError(
+            f"data.text_column: {settings.text_column!r} holds {texts.type} values, not text "
+            f"(row {row} of the {which} split holds {repr(cell)[:40]})"
+        )
     for column, cells, what in (
         (settings.text_column, pc.or_kleene(pc.is_null(texts), pc.equal(pc.utf8_length(texts), 0)), "no text"),
         (settings.label_column, pc.is_null(pa.chunked_array(split.data.column(settings.label_column))), "no label"),
