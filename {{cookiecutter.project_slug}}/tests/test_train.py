@@ -295,7 +295,10 @@ BAD_FLAGS = {
     "push-offline": ["--training.push_to_hub", "true"],
     "push-without-token": ["--training.push_to_hub", "true"],
 }
-HUB_HINT = "HF_HUB_OFFLINE=1 when it is in the Hugging Face cache; or HF_ENDPOINT=<url> for a mirror"
+HUB_HINT = (
+    "the Hugging Face Hub is not reachable: give a local path, e.g. --{field} ./path; or set "
+    "HF_HUB_OFFLINE=1 when it is in the Hugging Face cache; or HF_ENDPOINT=<url> for a mirror"
+)
 
 
 def without_credentials(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -380,7 +383,7 @@ def test_input_problems_are_found_before_anything_is_written(
     assert expected in str(raised.value)
     assert "\n" not in str(raised.value)
     if case.startswith("hub-"):
-        assert HUB_HINT in str(raised.value)
+        assert HUB_HINT.format(field=expected.partition(":")[0]) in str(raised.value)
     assert not output.exists()
 
 
