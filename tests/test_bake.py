@@ -66,6 +66,7 @@ DEFAULT_FILES = {
     "tools/dev-tasks/src/dev_tasks/__init__.py",
     "tools/dev-tasks/src/dev_tasks/py.typed",
 }
+DEPENDABOT = ".github/dependabot.yml"
 UNRENDERED = re.compile(r"(?<!\$)\{\{|\{%")
 # Documents that exist only for the template's own authors, never in a user's project.
 UNSEEN_DOCUMENTS = re.compile(r"\bPRD\b|design card|DEVELOPERS\.md|issue #\d+")
@@ -218,12 +219,17 @@ def test_workflows_pass_actionlint(bake, tmp_path_factory: pytest.TempPathFactor
 
 
 def test_workflows_match_the_github_schema(bake) -> None:
-    workflows = [str(p) for p in (bake().path / ".github/workflows").glob("*.yaml")]
+    project = bake().path
+    workflows = [str(p) for p in (project / ".github/workflows").glob("*.yaml")]
     workflows += [str(p) for p in (TEMPLATE / ".github/workflows").glob("*.yaml")]
-    done = subprocess.run(
-        ["check-jsonschema", "--builtin-schema", "vendor.github-workflows", *workflows],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    for schema, files in (("vendor.github-workflows", workflows), ("vendor.dependabot", [project / DEPENDABOT])):
+        done = subprocess.run(
+            ["check-jsonschema", "--builtin-schema", schema, *map(str, files)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+    updates = yaml.safe_load((project / DEPENDABOT).read_text())["updates"]
+    assert {update["package-ecosystem"] for update in updates} == {"uv", "docker", "github-actions"}
+    assert all(update["schedule"]["interval"] == "weekly" and update["groups"] for update in updates)
