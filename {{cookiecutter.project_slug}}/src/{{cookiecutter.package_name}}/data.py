@@ -118,8 +118,8 @@ def _check_cells(split: datasets.Dataset, settings: DataSettings, which: str) ->
     texts = pa.chunked_array(split.data.column(settings.text_column))
     if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
         # Name the first cell that is not text: row 0 for a column of numbers, the odd one in mixed JSON lines.
-        cells = enumerate(split[settings.text_column])
-        row, cell = next(((index, cell) for index, cell in cells if not isinstance(cell, str)), (0, None))
+        numbered = enumerate(split[settings.text_column])
+        row, cell = next(((index, cell) for index, cell in numbered if not isinstance(cell, str)), (0, None))
         raise DataError(
             f"data.text_column: {settings.text_column!r} holds {texts.type} values, not text "
             f"(row {row} of the {which} split holds {repr(cell)[:40]})"
