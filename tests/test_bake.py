@@ -112,8 +112,9 @@ def test_bake_is_fully_rendered_and_parseable(bake, name: str) -> None:
     project = bake(**COMBINATIONS[name])
     for relative in project.files():
         path = project.path / relative
-        assert not UNRENDERED.search(path.read_text()), f"unrendered Jinja in {relative}"
-        assert not UNSEEN_DOCUMENTS.search(path.read_text()), f"{relative} points to a document users do not have"
+        text = path.read_text()
+        assert not UNRENDERED.search(text), f"unrendered Jinja in {relative}"
+        assert not UNSEEN_DOCUMENTS.search(text), f"{relative} points to a document users do not have"
         assert_parses(path)
 
 
