@@ -11,7 +11,10 @@ request) for
 and the raw forward pass: `Predictor.predict` on batches of 1, of each client level, and of each level's share per
 worker (4 and 8 with two workers), no HTTP, in as many processes (with as many torch threads each) as the server has
 inference workers, all at once; its best figure is the ceiling. Then a soak run: 16 clients for 30 s against
-the LitServe API, which must end with zero errors.
+the LitServe API, which must end with zero errors. For each LitServe server and client level the report also says where
+the time went: texts and milliseconds per forward pass and the share of the workers' time spent in it (the project's
+own /metrics), and the cores used by the inference workers, by the rest of the server and by the load generator
+(/proc: Linux only; elsewhere that table is left out).
 
 Precision: LitServe, naive and raw (all three go through `Predictor.load(..., precision=...)`) are measured at each
 `--precision`, by default fp32 and the reduced precision (int8 on a CPU; on a GPU what `serving.precision: auto`
@@ -258,7 +261,10 @@ def bench_server(
     texts: list[str],
     log: Path,
     precision: str | None = None,
+    workers: int = 0,
 ) -> list[dict[str, Any]]:
+    """Start the server, warm it up and load it at each client level. With `workers` (a LitServe server with that many
+    inference workers), each level's row also says where the time went (`where_time_goes`)."""
     with log.open("wb") as output:
         # From the project root: the serve command reads configs/settings.yaml there.
         process = subprocess.Popen(command, cwd=cwd, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
@@ -267,9 +273,63 @@ def bench_server(
         if precision:
             check_precision(port, precision)
         load(port, 4, 2, texts)  # warm-up: first-call allocations, connection set-up
-        return [load(port, clients, seconds, texts) for clients in levels]
+        rows = []
+        for clients in levels:
+            before = usage(port, process.pid) if workers and Path("/proc/self/stat").exists() else None
+            rows.append(load(port, clients, seconds, texts))
+            if before is not None:
+                rows[-1]["time_goes"] = where_time_goes(before, usage(port, process.pid), workers)
+        return rows
     finally:
         stop(process)
+
+
+def usage(port: int, session: int) -> dict[str, float]:
+    """Counters to subtract across a load: wall and CPU seconds, the forward passes the project's /metrics counts.
+
+    CPU seconds come from /proc for every process of the server's session: LitServe's spawned inference workers, and
+    the rest (the main process, LitServe's manager process that holds the queues, the forked API servers); the load
+    generator is this process. The workers' texts and seconds in the forward pass are the project's own
+    `inference_batch_size` and `inference_batch_seconds` histograms."""
+    times = os.times()
+    counters = {"wall": time.monotonic(), "client": times.user + times.system, "workers": 0.0, "http": 0.0}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat, cmdline = (entry / "stat").read_text(), (entry / "cmdline").read_bytes()
+        except OSError:  # ended meanwhile
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # from the state on: session is 4th, utime and stime 12th and 13th
+        if int(fields[3]) == session:
+            kind = "workers" if b"spawn_main" in cmdline else "http"
+            counters[kind] += (int(fields[11]) + int(fields[12])) / tick
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("GET", "/metrics")
+    for line in connection.getresponse().read().decode().splitlines():
+        for name in ("inference_batch_size_sum", "inference_batch_size_count", "inference_batch_seconds_sum"):
+            if line.startswith(name):  # one sample each, summed over the workers by prometheus_client
+                counters[name] = counters.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counters
+
+
+def where_time_goes(before: dict[str, float], after: dict[str, float], workers: int) -> dict[str, float]:
+    """Over one load: texts and milliseconds per forward pass, the share of the workers' wall time spent in it, and the
+    cores used by the inference workers, by the rest of the server, by the load generator, and left idle."""
+    spent = {name: after[name] - before[name] for name in after}
+    passes = max(spent.get("inference_batch_size_count", 0.0), 1.0)
+    cores = len(os.sched_getaffinity(0))  # only reached on Linux (/proc)
+    used = {name: spent[name] / spent["wall"] for name in ("workers", "http", "client")}
+    return {
+        "texts_per_pass": spent.get("inference_batch_size_sum", 0.0) / passes,
+        "ms_per_pass": 1000 * spent.get("inference_batch_seconds_sum", 0.0) / passes,
+        "in_forward_pass": spent.get("inference_batch_seconds_sum", 0.0) / (spent["wall"] * workers),
+        "cores_workers": used["workers"],
+        "cores_http": used["http"],
+        "cores_client": used["client"],
+        "cores_idle": max(0.0, cores - sum(used.values())),
+    }
 
 
 def check_precision(port: int, precision: str) -> None:
@@ -455,7 +515,9 @@ def measure(args: argparse.Namespace) -> None:
     no_model = [python, str(Path(__file__).with_name("no_model_server.py")), pkg, "--serving.model_dir", str(model)]
     no_model += ["--serving.port", str(port), *serve_flags]
     with phase(loads, "litserve, no model", "the project's server with the forward pass taken out"):
-        no_model_rows = bench_server(no_model, project, port, levels, args.duration, texts, workdir / "no-model.log")
+        no_model_rows = bench_server(
+            no_model, project, port, levels, args.duration, texts, workdir / "no-model.log", workers=len(raw_devices)
+        )
 
     runs = []
     for precision in precisions:
@@ -473,7 +535,15 @@ def measure(args: argparse.Namespace) -> None:
         serve += [f"--serving.precision={precision}", *serve_flags]
         with phase(loads, f"{precision} litserve", " ".join(serve[1:])):
             litserve = bench_server(
-                serve, project, port, levels, args.duration, texts, workdir / f"litserve-{precision}.log", precision
+                serve,
+                project,
+                port,
+                levels,
+                args.duration,
+                texts,
+                workdir / f"litserve-{precision}.log",
+                precision,
+                workers=len(raw_devices),
             )
 
         port = free_port()
@@ -661,6 +731,28 @@ def report(results: dict[str, Any]) -> None:
         "No model: the project's server with the Predictor replaced by one that answers at once "
         "(bench/no_model_server.py): HTTP, validation, LitServe's queues and processes and the encoding alone, the "
         "most this layout serves on this machine whatever the model. The raw pass below has none of that cost.",
+        "",
+        "| where the time goes | precision | clients | texts per forward pass | ms per forward pass | p50 less that, "
+        "ms | workers in the forward pass | cores: workers | rest of the server | load generator | idle |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    litserve_rows = [(quality[run["precision"]]["precision"], run["litserve"]) for run in results["runs"]]
+    for shown, rows in [*litserve_rows, ("none", results["no_model"])]:
+        for row in rows:
+            if goes := row.get("time_goes"):
+                lines.append(
+                    f"| {'litserve' if shown != 'none' else 'litserve, no model'} | {shown} | {row['clients']} "
+                    f"| {goes['texts_per_pass']:.2f} | {goes['ms_per_pass']:.1f} "
+                    f"| {row['p50_ms'] - goes['ms_per_pass']:.1f} | {percent(goes['in_forward_pass'])} "
+                    f"| {goes['cores_workers']:.2f} | {goes['cores_http']:.2f} | {goes['cores_client']:.2f} "
+                    f"| {goes['cores_idle']:.2f} |"
+                )
+    lines += [
+        "",
+        "From the server's own /metrics (its forward passes, summed over the workers) and /proc (CPU of each process "
+        "of the server, in cores, over the load): the rest of the server is LitServe's main and manager processes and "
+        "the API servers; the load generator is this benchmark's client threads, on the same cores. p50 less the "
+        "forward pass: at one client, what HTTP, the queues and the batch window add to a request.",
     ]
     lines += [
         "",

@@ -125,6 +125,13 @@ def test_cpu_workers_split_the_cores(monkeypatch: pytest.MonkeyPatch, cores: int
     assert worker_layout("cpu", 2, 5) == (2, 5)  # the settings win
 
 
+def test_cores_without_cpu_affinity(monkeypatch: pytest.MonkeyPatch) -> None:
+    # macOS and Windows have no sched_getaffinity: every core counts.
+    monkeypatch.delattr(os, "sched_getaffinity")
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    assert worker_layout("cpu", None, None) == (3, 1)
+
+
 def test_one_worker_per_gpu_unless_set() -> None:
     assert worker_layout("cuda", None, None)[0] == 1
     assert worker_layout("cuda", 2, None)[0] == 2

@@ -281,6 +281,14 @@ def document_api(app: FastAPI) -> None:
 MAX_AUTO_CPU_WORKERS = 4  # each worker holds its own copy of the model in memory
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (a container's or taskset's limit) where the OS has one
+    (Linux), else every core (macOS, Windows)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def worker_layout(device: str, workers: int | None, cpu_threads: int | None) -> tuple[int, int]:
     """Inference workers per device and torch threads per worker on a resolved `device` (cpu, cuda, cuda:N): the
     settings, or measured defaults where unset.
@@ -289,7 +297,7 @@ def worker_layout(device: str, workers: int | None, cpu_threads: int | None) -> 
     one worker with all the threads (2 cores: 2x1 gave 96 req/s at 16 clients, 1x2 gave 81; bench/serving.py), so the
     cores are split among up to MAX_AUTO_CPU_WORKERS workers, with one core left to the HTTP side when there are spare.
     """
-    cores = len(os.sched_getaffinity(0))
+    cores = usable_cores()
     workers = workers or (min(cores, MAX_AUTO_CPU_WORKERS) if device == "cpu" else 1)
     return workers, cpu_threads or max(1, (cores - 1) // workers)
 
