@@ -731,29 +731,30 @@ def report(results: dict[str, Any]) -> None:
         "No model: the project's server with the Predictor replaced by one that answers at once "
         "(bench/no_model_server.py): HTTP, validation, LitServe's queues and processes and the encoding alone, the "
         "most this layout serves on this machine whatever the model. The raw pass below has none of that cost.",
-        "",
-        "| where the time goes | precision | clients | texts per forward pass | ms per forward pass | p50 less that, "
-        "ms | workers in the forward pass | cores: workers | rest of the server | load generator | idle |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     litserve_rows = [(quality[run["precision"]]["precision"], run["litserve"]) for run in results["runs"]]
-    for shown, rows in [*litserve_rows, ("none", results["no_model"])]:
-        for row in rows:
-            if goes := row.get("time_goes"):
-                lines.append(
-                    f"| {'litserve' if shown != 'none' else 'litserve, no model'} | {shown} | {row['clients']} "
-                    f"| {goes['texts_per_pass']:.2f} | {goes['ms_per_pass']:.1f} "
-                    f"| {row['p50_ms'] - goes['ms_per_pass']:.1f} | {percent(goes['in_forward_pass'])} "
-                    f"| {goes['cores_workers']:.2f} | {goes['cores_http']:.2f} | {goes['cores_client']:.2f} "
-                    f"| {goes['cores_idle']:.2f} |"
-                )
-    lines += [
-        "",
-        "From the server's own /metrics (its forward passes, summed over the workers) and /proc (CPU of each process "
-        "of the server, in cores, over the load): the rest of the server is LitServe's main and manager processes and "
-        "the API servers; the load generator is this benchmark's client threads, on the same cores. p50 less the "
-        "forward pass: at one client, what HTTP, the queues and the batch window add to a request.",
+    time_goes = [
+        f"| {'litserve' if shown != 'none' else 'litserve, no model'} | {shown} | {row['clients']} "
+        f"| {goes['texts_per_pass']:.2f} | {goes['ms_per_pass']:.1f} | {row['p50_ms'] - goes['ms_per_pass']:.1f} "
+        f"| {percent(goes['in_forward_pass'])} | {goes['cores_workers']:.2f} | {goes['cores_http']:.2f} "
+        f"| {goes['cores_client']:.2f} | {goes['cores_idle']:.2f} |"
+        for shown, rows in [*litserve_rows, ("none", results["no_model"])]
+        for row in rows
+        if (goes := row.get("time_goes"))
     ]
+    if time_goes:  # measured where there is /proc
+        lines += [
+            "",
+            "| where the time goes | precision | clients | texts per forward pass | ms per forward pass | p50 less "
+            "that, ms | workers in the forward pass | cores: workers | rest of the server | load generator | idle |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            *time_goes,
+            "",
+            "From the server's own /metrics (its forward passes, summed over the workers) and /proc (CPU of each "
+            "process of the server, in cores, over the load): the rest of the server is LitServe's main and manager "
+            "processes and the API servers; the load generator is this benchmark's client threads, on the same cores. "
+            "p50 less the forward pass: at one client, what HTTP, the queues and the batch window add to a request.",
+        ]
     lines += [
         "",
         "| raw forward pass | precision | batch | texts/s | p50 ms per batch | p99 ms per batch | agrees with fp32 "
