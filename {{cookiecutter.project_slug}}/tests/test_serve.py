@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -159,16 +160,28 @@ class Server:
         left = self.stop(signum, to_group=to_group)
         assert not left, f"still running {STOP_TIMEOUT_S} s after {signal.Signals(signum).name}: {left}"
         assert port_is_free(self.port)
-        assert "Traceback" not in self.log.read_text(errors="replace")
+        log = self.log.read_text(errors="replace")
+        assert "Traceback" not in log
+        # Nor a line that reads as a fault: a LitServe error (a stopped worker taken for a crashed one), or semaphores
+        # the resource tracker found leaked.
+        assert not [line for line in log.splitlines() if " - ERROR - " in line or "leaked semaphore" in line], log
 
 
 def start_server(
-    model_dir: Path, log: Path, *flags: str, env: dict[str, str] | None = None, leader: str = "serve"
+    model_dir: Path,
+    log: Path,
+    *flags: str,
+    env: dict[str, str] | None = None,
+    leader: str = "serve",
+    program: list[str] | None = None,
 ) -> Server:
-    """`serve` (the console script, or `uv run serve` with leader="uv") in its own process group, once healthy."""
+    """`serve` (the console script, `uv run serve` with leader="uv", or `program`) in its own process group, once
+    healthy."""
     port = free_port()
     command = ["serve", "--serving.model_dir", str(model_dir), "--serving.port", str(port), *flags]
-    process = start_in_own_group(uv_run(*command) if leader == "uv" else [str(BIN / "serve"), *command[1:]], log, env)
+    if program is None:
+        program = uv_run("serve") if leader == "uv" else [str(BIN / "serve")]
+    process = start_in_own_group([*program, *command[1:]], log, env)
     server = Server(process, f"http://127.0.0.1:{port}", log)
     headers = {"X-API-Key": (env or {}).get("LIT_SERVER_API_KEY", "")}
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -468,6 +481,38 @@ def test_info_answers_for_a_metrics_file_with_nan(trained_model: Path, tmp_path:
         assert predict(running, {"text": "superb"}).status_code == 200
     finally:
         running.stop_cleanly(signal.SIGINT)  # Ctrl-C to `uv run serve` alone
+
+
+# The server, with LitServe's worker monitor (awake every 2 s) awake all the time.
+WATCHED_CLOSELY = """
+import {{ cookiecutter.package_name }}.serve as serve
+
+build_server = serve.build_server
+
+
+def watched_closely(settings):
+    server = build_server(settings)
+    server.monitor_internal = 0.001
+    return server
+
+
+if __name__ == "__main__":
+    serve.build_server = watched_closely
+    serve.main()
+"""
+
+
+@pytest.mark.slow
+def test_a_stop_is_clean_whenever_the_worker_monitor_wakes(trained_model: Path, tmp_path: Path) -> None:
+    """Awake all the time, LitServe's worker monitor sees every step of a stop: the workers it finds stopped must not
+    be reported as crashed, nor its call to the manager process that has gone end in a traceback."""
+    script = tmp_path / "watched_closely.py"
+    script.write_text(WATCHED_CLOSELY)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        log = tmp_path / f"serve-{signum.name}.log"
+        running = start_server(trained_model, log, program=[sys.executable, str(script)])
+        assert predict(running, {"text": "superb"}).status_code == 200
+        running.stop_cleanly(signum)
 
 
 @pytest.mark.slow

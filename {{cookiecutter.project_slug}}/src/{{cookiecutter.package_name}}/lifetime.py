@@ -58,6 +58,11 @@ def _quiet_about_dropped_stops(unraisable: "sys.UnraisableHookArgs") -> None:  #
     sys.__unraisablehook__(unraisable)
 
 
+def stopping() -> bool:
+    """Whether a stop was asked for (Ctrl-C or SIGTERM, through `interrupt_on_sigterm`'s handler)."""
+    return _stopping
+
+
 def raise_if_stopping() -> None:
     """Raise KeyboardInterrupt (again) once a stop was asked for, in case the first one was dropped."""
     if _stopping:

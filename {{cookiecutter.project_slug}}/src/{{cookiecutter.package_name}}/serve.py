@@ -9,6 +9,7 @@ to FastAPI as objects, and string annotations would turn the request body into a
 """
 
 import json
+import logging
 import math
 import multiprocessing
 import os
@@ -27,9 +28,10 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from transformers import PretrainedConfig
+from transformers.utils import logging as transformers_logging
 
 from {{ cookiecutter.package_name }}.launch import SERVE_ABOUT, SERVE_SECTIONS
-from {{ cookiecutter.package_name }}.lifetime import end_with_parent, interrupt_on_sigterm
+from {{ cookiecutter.package_name }}.lifetime import end_with_parent, interrupt_on_sigterm, stopping
 from {{ cookiecutter.package_name }}.monitoring import BatchMetrics, RequestMetrics, metrics_dir, metrics_response
 from {{ cookiecutter.package_name }}.predictor import (
     ModelDirError,
@@ -164,6 +166,9 @@ class TextClassifierAPI(ls.LitAPI):  # type: ignore[misc]  # LitAPI is untyped (
             # stops it. Ctrl-C in a terminal reaches every process of the group: the worker leaves it to the server.
             end_with_parent()
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            # No weight-loading bar: one per worker in the server's log, and its tqdm lock is a semaphore that a worker
+            # stopped by LitServe never releases (the resource tracker then warns of leaked semaphores at every stop).
+            transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # unannotated in transformers
         if device == "cpu":
             # torch's default (one thread per core in every worker) would oversubscribe the cores that the workers
             # and the API server share; see worker_layout.
@@ -302,6 +307,20 @@ def worker_layout(device: str, workers: int | None, cpu_threads: int | None) -> 
     return workers, cpu_threads or max(1, (cores - 1) // workers)
 
 
+MONITOR_THREAD = "litserve-monitoring"  # LitServer's thread that watches the inference workers
+
+
+class QuietMonitorWhenStopping(logging.Filter):
+    """Drops what LitServe's worker monitor logs once a stop was asked for (Ctrl-C, SIGTERM).
+
+    The monitor wakes every 2 s. During a stop it can wake after LitServe has stopped the workers, take them for
+    crashed ones ("Worker ... died") and run a second shutdown alongside the first, or after the manager process has
+    gone, and log a ConnectionResetError traceback. Neither says anything about the stop itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (stopping() and record.threadName == MONITOR_THREAD)
+
+
 class ServingError(Exception):
     """The server cannot start as set up; the message names the setting."""
 
@@ -369,6 +388,7 @@ def main() -> None:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     interrupt_on_sigterm()  # LitServe stops its workers on KeyboardInterrupt only
+    logging.getLogger("litserve.server").addFilter(QuietMonitorWhenStopping())
     # Set before the server starts its processes: each one writes its metrics there.
     with metrics_dir():
         try:
