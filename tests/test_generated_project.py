@@ -14,9 +14,14 @@ from local_extensions import PACKAGE, TAKEN_NAMES
 
 pytestmark = pytest.mark.slow
 
-# The default bake runs its whole suite, container tests included; the Python 3.11 bake with local-path answers runs
-# everything but the container tests, which tests/test_docker_chain.py runs for it inside the real devcontainer.
-CHECKED = {"defaults": [], "python-3.11-local-paths": ["-m", "not docker"]}
+# The default bake runs its whole suite, container tests included. The other two run everything but their container
+# tests: tests/test_docker_chain.py runs the Python 3.11 bake's inside the real devcontainer; the Python 3.13 bake's
+# need a 3.13 base image, which CI has no stand-in for (`docker/standins.sh 3.13` makes one).
+CHECKED = {
+    "defaults": [],
+    "python-3.11-local-paths": ["-m", "not docker"],
+    "python-3.13-other-answers": ["-m", "not docker"],
+}
 
 
 @pytest.mark.parametrize("name", CHECKED)
