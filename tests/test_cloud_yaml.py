@@ -20,7 +20,7 @@ SKYPILOT = "skypilot==0.14.1"
 CASES = {
     "gcp": {},
     **{name.removeprefix("cloud-"): answers for name, answers in COMBINATIONS.items() if name.startswith("cloud-")},
-    "custom-names": COMBINATIONS["python-3.13-other-answers"],  # a registry with a port, a pre-release tag
+    "other-answers": COMBINATIONS["python-3.13-other-answers"],  # a registry with a port, a pre-release tag
 }
 STORES = {"gcp": ["GCS"], "aws": ["S3"], "azure": ["AZURE"], "kubernetes": []}  # kubernetes: SkyPilot picks
 UNRENDERED = re.compile(r"(?<!\$)\{\{|\{%|\{#")

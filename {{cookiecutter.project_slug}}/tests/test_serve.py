@@ -172,16 +172,12 @@ def start_server(
     log: Path,
     *flags: str,
     env: dict[str, str] | None = None,
-    leader: str = "serve",
     program: list[str] | None = None,
 ) -> Server:
-    """`serve` (the console script, `uv run serve` with leader="uv", or `program`) in its own process group, once
-    healthy."""
+    """`program` (by default the `serve` console script itself) in its own process group, once healthy."""
     port = free_port()
-    command = ["serve", "--serving.model_dir", str(model_dir), "--serving.port", str(port), *flags]
-    if program is None:
-        program = uv_run("serve") if leader == "uv" else [str(BIN / "serve")]
-    process = start_in_own_group([*program, *command[1:]], log, env)
+    arguments = ["--serving.model_dir", str(model_dir), "--serving.port", str(port), *flags]
+    process = start_in_own_group([*(program or [str(BIN / "serve")]), *arguments], log, env)
     server = Server(process, f"http://127.0.0.1:{port}", log)
     headers = {"X-API-Key": (env or {}).get("LIT_SERVER_API_KEY", "")}
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -203,7 +199,7 @@ def start_server(
 def server(trained_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("serve-log") / "serve.log"
     flags = ["--serving.max_texts_per_request", str(MAX_TEXTS)]
-    running = start_server(trained_model, log, *flags, "--model.max_length", "32", leader="uv")
+    running = start_server(trained_model, log, *flags, "--model.max_length", "32", program=uv_run("serve"))
     yield running
     running.stop_cleanly(signal.SIGTERM)  # to `uv run serve` alone, as docker stop or systemd send it
 
@@ -416,7 +412,9 @@ def test_every_status_the_api_answers_is_documented(server: Server) -> None:
 @pytest.mark.slow
 def test_api_key_protects_every_endpoint_and_ctrl_c_stops_everything(trained_model: Path, tmp_path: Path) -> None:
     key = "test-key-123"
-    running = start_server(trained_model, tmp_path / "serve.log", env={"LIT_SERVER_API_KEY": key}, leader="uv")
+    running = start_server(
+        trained_model, tmp_path / "serve.log", env={"LIT_SERVER_API_KEY": key}, program=uv_run("serve")
+    )
     try:
         text = {"text": "the film was superb"}
         assert httpx.post(f"{running.url}/predict", json=text, timeout=30).status_code == 401
@@ -473,7 +471,7 @@ def test_info_answers_for_a_metrics_file_with_nan(trained_model: Path, tmp_path:
     model = tmp_path / "model"
     shutil.copytree(trained_model, model, ignore=shutil.ignore_patterns("checkpoints"))
     (model / "metrics.json").write_text('{"accuracy": 0.5, "loss": NaN}')
-    running = start_server(model, tmp_path / "serve.log", leader="uv")
+    running = start_server(model, tmp_path / "serve.log", program=uv_run("serve"))
     try:
         info = httpx.get(f"{running.url}/info", timeout=5)
         assert info.status_code == 200, info.text
@@ -520,6 +518,6 @@ def test_kill_9_of_uv_run_serve_leaves_nothing(trained_model: Path, tmp_path: Pa
     """uv cannot pass SIGKILL on: the kernel tells the server (lifetime.end_with_parent), which stops its workers.
     The other ways to stop it are checked where those servers end: SIGTERM to uv (the `server` fixture), Ctrl-C to uv
     alone (test_info_answers_for_a_metrics_file_with_nan) and to the group (test_api_key_protects_every_endpoint...)."""
-    running = start_server(trained_model, tmp_path / "serve.log", leader="uv")
+    running = start_server(trained_model, tmp_path / "serve.log", program=uv_run("serve"))
     assert len(group_members(running.process.pid)) >= 5, group_members(running.process.pid)
     running.stop_cleanly(signal.SIGKILL)
