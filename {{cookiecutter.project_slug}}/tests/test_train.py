@@ -65,6 +65,12 @@ def test_train_local_writes_a_servable_model(trained_model: Path) -> None:
     metrics = strict_json(trained_model / "metrics.json")
     strict_json(trained_model / "log_history.json")
     assert metrics["accuracy"] >= 0.9  # the words decide the label: a working fine-tune learns them
+    # One evaluation per epoch: the final metrics are the last epoch's, not a second pass over the same model.
+    history = json.loads((trained_model / "log_history.json").read_text())
+    evaluations = [entry for entry in history if "eval_loss" in entry]
+    assert [entry["epoch"] for entry in evaluations] == [1.0, 2.0]
+    assert evaluations[-1]["eval_accuracy"] == metrics["accuracy"]
+    assert evaluations[-1]["step"] == metrics["global_step"]
     assert 0 <= metrics["f1_macro"] <= 1
     assert metrics["label_names"] == ["0", "1"]
     assert (metrics["train_samples"], metrics["eval_samples"]) == (200, 40)
@@ -223,6 +229,10 @@ def test_an_interrupted_run_resumes_and_one_with_other_settings_is_refused(
     assert metrics["resumed_from_step"] == resumed_step >= 8
     assert metrics["global_step"] == 260
     assert not (checkpoints / f"checkpoint-{resumed_step}").exists()
+    # No evaluation while training (eval_strategy "no"): the final model gets its own pass.
+    history = json.loads((tmp_path / "log_history.json").read_text())
+    evaluations = [entry for entry in history if "eval_loss" in entry]
+    assert [(entry["step"], entry["eval_accuracy"]) for entry in evaluations] == [(260, metrics["accuracy"])]
 
 
 def fake_run(output: Path, steps: list[int], record: dict[str, Any] | None) -> Path:

@@ -297,6 +297,17 @@ def save_final(trainer: Trainer, settings: Settings, metrics: dict[str, Any]) ->
     write_json(output_dir / "metrics.json", metrics)
 
 
+def final_evaluation(trainer: Trainer) -> dict[str, float]:
+    """The eval metrics of the model the run ends with. When the Trainer evaluated it at the last step (eval_strategy
+    "epoch" at the end of the last epoch, the defaults), those are reused: a second pass over the eval set would take
+    as long and give the same figures. Otherwise (another step, no eval_strategy, the best checkpoint loaded at the
+    end) a fresh pass."""
+    evaluations = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
+    if evaluations and evaluations[-1]["step"] == trainer.state.global_step and not trainer.args.load_best_model_at_end:
+        return {key: value for key, value in evaluations[-1].items() if key != "step"}
+    return trainer.evaluate()
+
+
 def train(settings: Settings) -> dict[str, Any]:
     args = training_arguments(settings.training)
     # Before the model loads: a checkpoint without this task's head (distilbert-base-uncased) gets one drawn at random,
@@ -329,7 +340,7 @@ def train(settings: Settings) -> dict[str, Any]:
             callback.logging_dir = str(settings.training.output_dir / TENSORBOARD_DIR)
     with tracker_run(settings.training.report_to, main_process=trainer.is_world_process_zero()):
         result = trainer.train(resume_from_checkpoint=str(plan.resume_from) if plan.resume_from else None)
-        evaluation = trainer.evaluate()
+        evaluation = final_evaluation(trainer)
     raise_if_stopping()  # nothing is saved after a stop, even one the last steps dropped
     for key, value in (("train loss", result.training_loss), ("eval loss", evaluation.get("eval_loss", 0.0))):
         if not math.isfinite(value):
