@@ -41,8 +41,8 @@ TAKEN_NAMES = frozenset({
     "filelock", "flask", "flask_cors", "fonttools", "frozenlist", "fsspec", "functorch", "git", "gitdb", "google",
     "graphene", "graphql", "graphql_relay", "grpc", "gunicorn", "h11", "harfile", "hf_xet", "httpcore", "httpcore2",
     "httptools", "httpx", "httpx2", "huey", "huggingface_hub", "hypothesis", "hypothesis_graphql", "identify", "idna",
-    "importlib_metadata", "iniconfig", "isympy", "itsdangerous", "jinja2", "joblib", "jsonschema_rs", "kiwisolver",
-    "librt", "litserve", "mako", "markdown", "markdown_it", "markupsafe", "matplotlib", "mdurl", "mlflow",
+    "importlib_metadata", "iniconfig", "isympy", "itsdangerous", "jinja2", "joblib", "jsonschema_rs", "kernels",
+    "kiwisolver", "librt", "litserve", "mako", "markdown", "markdown_it", "markupsafe", "matplotlib", "mdurl", "mlflow",
     "mpl_toolkits", "mpmath", "multidict", "multipart", "multiprocess", "mypy", "mypy_extensions", "mypyc", "narwhals",
     "networkx", "nodeenv", "numpy", "nvidia", "opentelemetry", "package_readme", "packaging", "pandas", "pathspec",
     "pil", "platformdirs", "pluggy", "pre_commit", "pre_commit_hooks", "prettytable", "prometheus_client", "propcache",
@@ -51,9 +51,10 @@ TAKEN_NAMES = frozenset({
     "python_multipart", "regex", "requests", "rich", "ruamel", "ruff", "safetensors", "schemathesis", "scipy",
     "setuptools", "shellingham", "sklearn", "skops", "smmap", "sniffio", "sortedcontainers", "sqlalchemy", "sqlparse",
     "starlette", "sympy", "taskipy", "tensorboard", "tensorboard_data_server", "testcontainers", "tests",
-    "threadpoolctl", "tokenizers", "tomli", "torch", "torchgen", "tqdm", "transformers", "triton", "truststore",
-    "typer", "typing_extensions", "typing_inspection", "tzdata", "urllib3", "uvicorn", "uvloop", "virtualenv", "wandb",
-    "watchfiles", "wcwidth", "websockets", "werkzeug", "wrapt", "xxhash", "yaml", "yarl", "zipp", "zmq",
+    "threadpoolctl", "tokenizers", "tomli", "tomlkit", "torch", "torchgen", "tqdm", "transformers", "triton",
+    "truststore", "typer", "typing_extensions", "typing_inspection", "tzdata", "urllib3", "uvicorn", "uvloop",
+    "virtualenv", "wandb", "watchfiles", "wcwidth", "websockets", "werkzeug", "wrapt", "xxhash", "yaml", "yarl", "zipp",
+    "zmq",
 })
 # fmt: on
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
