@@ -39,14 +39,18 @@ def train_ok(*flags: str) -> subprocess.CompletedProcess[str]:
     return done
 
 
-def strict_json(path: Path) -> dict[str, Any]:
+def strict_json(path: Path) -> Any:
     """JSON as the standard has it: NaN and Infinity are not numbers there."""
 
     def refuse(constant: str) -> None:
         raise AssertionError(f"{path} holds {constant}, which is not JSON")
 
-    loaded: dict[str, Any] = json.loads(path.read_text(), parse_constant=refuse)
-    return loaded
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def evaluations(model_dir: Path) -> list[dict[str, Any]]:
+    """The evaluation entries of a finished run's log_history.json, in order."""
+    return [entry for entry in strict_json(model_dir / "log_history.json") if "eval_loss" in entry]
 
 
 def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
@@ -63,14 +67,12 @@ def test_train_local_writes_a_servable_model(trained_model: Path) -> None:
         assert (trained_model / name).is_file(), name
         assert (trained_model / name).stat().st_mode & 0o044 == 0o044, f"{name} must be readable by the image's user"
     metrics = strict_json(trained_model / "metrics.json")
-    strict_json(trained_model / "log_history.json")
     assert metrics["accuracy"] >= 0.9  # the words decide the label: a working fine-tune learns them
     # One evaluation per epoch: the final metrics are the last epoch's, not a second pass over the same model.
-    history = json.loads((trained_model / "log_history.json").read_text())
-    evaluations = [entry for entry in history if "eval_loss" in entry]
-    assert [entry["epoch"] for entry in evaluations] == [1.0, 2.0]
-    assert evaluations[-1]["eval_accuracy"] == metrics["accuracy"]
-    assert evaluations[-1]["step"] == metrics["global_step"]
+    per_epoch = evaluations(trained_model)
+    assert [entry["epoch"] for entry in per_epoch] == [1.0, 2.0]
+    assert per_epoch[-1]["eval_accuracy"] == metrics["accuracy"]
+    assert per_epoch[-1]["step"] == metrics["global_step"]
     assert 0 <= metrics["f1_macro"] <= 1
     assert metrics["label_names"] == ["0", "1"]
     assert (metrics["train_samples"], metrics["eval_samples"]) == (200, 40)
@@ -230,9 +232,7 @@ def test_an_interrupted_run_resumes_and_one_with_other_settings_is_refused(
     assert metrics["global_step"] == 260
     assert not (checkpoints / f"checkpoint-{resumed_step}").exists()
     # No evaluation while training (eval_strategy "no"): the final model gets its own pass.
-    history = json.loads((tmp_path / "log_history.json").read_text())
-    evaluations = [entry for entry in history if "eval_loss" in entry]
-    assert [(entry["step"], entry["eval_accuracy"]) for entry in evaluations] == [(260, metrics["accuracy"])]
+    assert [(entry["step"], entry["eval_accuracy"]) for entry in evaluations(tmp_path)] == [(260, metrics["accuracy"])]
 
 
 def fake_run(output: Path, steps: list[int], record: dict[str, Any] | None) -> Path:
