@@ -43,6 +43,7 @@ DEFAULT_FILES = {
     "src/{package}/cloud.py",
     "src/{package}/curves.py",
     "src/{package}/data.py",
+    "src/{package}/finetune.py",
     "src/{package}/image.py",
     "src/{package}/launch.py",
     "src/{package}/lifetime.py",

@@ -153,3 +153,15 @@ def send_and_wait(process: subprocess.Popen[bytes], signum: int, *, to_group: bo
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     return left
+
+
+def ctrl_c_while_starting(command: list[str], delay_s: float, log: Path) -> tuple[int, list[str]]:
+    """Start `command`, press Ctrl-C after `delay_s` as a terminal does (SIGINT to the whole group), and check that
+    everything ended without a traceback; the exit code and the `error:` lines it printed."""
+    leader = start_in_own_group(command, log)
+    time.sleep(delay_s)
+    left = send_and_wait(leader, signal.SIGINT, to_group=True)
+    said = log.read_text(errors="replace")
+    assert not left, f"still running {left} after Ctrl-C: {said[-2000:]}"
+    assert "Traceback" not in said, said[-3000:]
+    return leader.returncode, [line for line in said.splitlines() if line.startswith("error: ")]

@@ -3,6 +3,7 @@ loopback port with a model trained by `train-local`: answers, batching under con
 of its OpenAPI schema, and a SIGTERM that leaves no process behind."""
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -38,6 +39,7 @@ from tests.conftest import (
     BIN,
     PROJECT,
     STOP_TIMEOUT_S,
+    ctrl_c_while_starting,
     free_port,
     group_members,
     port_is_free,
@@ -407,6 +409,60 @@ def test_every_status_the_api_answers_is_documented(server: Server) -> None:
     # The README's status table (rows "| `NNN` | when |") says the same.
     in_readme = re.findall(r"^\| `(\d{3})` \|", (PROJECT / "README.md").read_text(), flags=re.MULTILINE)
     assert sorted(in_readme) == sorted(documented)
+
+
+def ignores_ctrl_c(pid: int) -> bool | None:
+    """Whether the process ignores SIGINT, from its mask of ignored signals (bit n-1 for signal n); None once gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    found = re.search(r"^SigIgn:\s*([0-9a-f]+)$", status, flags=re.MULTILINE)
+    assert found, status
+    return bool(int(found[1], 16) >> (signal.SIGINT - 1) & 1)
+
+
+def inference_workers(group: int) -> list[int]:
+    """The processes of the group that multiprocessing spawned to run `spawn_main`: LitServe's inference workers."""
+    pids = []
+    for member in group_members(group):
+        pid = int(member.split(maxsplit=1)[0])
+        with contextlib.suppress(OSError):
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                pids.append(pid)
+    return pids
+
+
+@pytest.mark.slow
+def test_inference_workers_ignore_ctrl_c_from_their_first_instruction(trained_model: Path, tmp_path: Path) -> None:
+    """A terminal sends Ctrl-C to the whole group, and a worker still importing torch would answer it with a traceback:
+    each worker is looked at as soon as it exists, seconds before its imports are done."""
+    arguments = ["--serving.model_dir", str(trained_model), "--serving.port", str(free_port())]
+    arguments += ["--serving.workers_per_device", "2"]
+    leader = start_in_own_group(uv_run("serve", *arguments), tmp_path / "serve.log")
+    seen: dict[int, bool | None] = {}
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while len(seen) < 2 and leader.poll() is None and time.monotonic() < deadline:
+            for pid in inference_workers(leader.pid):
+                if pid not in seen:
+                    seen[pid] = ignores_ctrl_c(pid)
+            time.sleep(0.02)
+    finally:
+        left = send_and_wait(leader, signal.SIGINT, to_group=True)
+    assert len(seen) == 2, (seen, (tmp_path / "serve.log").read_text()[-2000:])
+    assert all(seen.values()), seen
+    assert not left, left
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay_s", [0.5, 1.5])
+def test_ctrl_c_while_the_server_starts_is_one_line(delay_s: float, trained_model: Path, tmp_path: Path) -> None:
+    """Ctrl-C in the seconds before the server answers, while torch and the model load."""
+    arguments = ["--serving.model_dir", str(trained_model), "--serving.port", str(free_port())]
+    code, errors = ctrl_c_while_starting(uv_run("serve", *arguments), delay_s, tmp_path / "serve.log")
+    assert errors == ["error: interrupted before the server started"]
+    assert code == 130
 
 
 @pytest.mark.slow

@@ -17,11 +17,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from {{ cookiecutter.package_name }} import checkpoints, lifetime
+from {{ cookiecutter.package_name }}.finetune import PreflightError, preflight, train, training_arguments
 from {{ cookiecutter.package_name }}.settings import SettingsError, load_settings
-from {{ cookiecutter.package_name }}.train import PreflightError, preflight, train, training_arguments
 
 from tests.conftest import (
     PROJECT,
+    ctrl_c_while_starting,
     run,
     send_and_wait,
     start_in_own_group,
@@ -442,6 +443,19 @@ def test_stopping_uv_run_train_local_stops_training(
     said = log.read_text(errors="replace")
     assert "error: interrupted; no model was saved" in said
     assert "Traceback" not in said
+
+
+@pytest.mark.parametrize("delay_s", [0.5, 1.5])
+def test_ctrl_c_while_train_local_starts_is_one_line_and_writes_nothing(
+    delay_s: float, tiny_checkpoint: Path, review_data: Path, tmp_path: Path
+) -> None:
+    """Ctrl-C in the seconds before training starts, while the settings, torch and transformers load."""
+    output = tmp_path / "model"
+    command = uv_run("train-local", *train_flags(tiny_checkpoint, review_data, output))
+    code, errors = ctrl_c_while_starting(command, delay_s, tmp_path / "train.log")
+    assert errors == ["error: interrupted before training started; nothing was written"]
+    assert code == 130
+    assert not output.exists()
 
 
 DROPPED_STOP = """

@@ -4,7 +4,8 @@ These run before torch is imported (seconds): the kernel is asked first to end t
 (lifetime.end_with_parent, kept across exec), and `--help` and a bad setting answer at once (one line, exit code 2).
 Training with one process to run (a CPU, or one GPU, and no accelerate config file) execs the training module
 itself: no process in between to lose a signal or an exit code. Otherwise it execs `accelerate launch` with one
-process per GPU, or with your `accelerate config`.
+process per GPU, or with your `accelerate config`. Serving goes on in this process. Ctrl-C or SIGTERM while either
+starts is one line and exit code 130 (train.py guards the training module's own imports).
 """
 
 import os
@@ -13,14 +14,15 @@ import shutil
 import sys
 from pathlib import Path
 
-from {{ cookiecutter.package_name }}.lifetime import end_with_parent
-from {{ cookiecutter.package_name }}.settings import settings_or_exit
+from {{ cookiecutter.package_name }}.lifetime import end_with_parent, exit_on_interrupt, interrupt_on_sigterm
 
 TRAIN_MODULE = "{{ cookiecutter.package_name }}.train"
 TRAIN_SECTIONS = ("model", "data", "training")  # the settings each command reads
 TRAIN_ABOUT = "Fine-tune model.checkpoint on data.dataset; the model lands in training.output_dir."
 SERVE_SECTIONS = ("serving", "model")
 SERVE_ABOUT = "Serve the model in serving.model_dir as a REST API (POST /predict, GET /health, /info, /docs)."
+TRAIN_STARTING = "before training started; nothing was written"  # a stop while the settings or torch load
+SERVE_STARTING = "before the server started"  # a stop while the imports, the settings or the model load
 
 
 def accelerate_config() -> Path | None:
@@ -54,8 +56,13 @@ def accelerate_command(flags: list[str], gpus: int, config: Path | None) -> list
 
 def train_local() -> None:
     end_with_parent()
+    interrupt_on_sigterm()
     flags = sys.argv[1:]
-    settings_or_exit(flags, about=TRAIN_ABOUT, sections=TRAIN_SECTIONS)
+    with exit_on_interrupt(TRAIN_STARTING):
+        # Imported here, not above: a stop while the settings (pydantic) load is one line too.
+        from {{ cookiecutter.package_name }}.settings import settings_or_exit  # noqa: PLC0415
+
+        settings_or_exit(flags, about=TRAIN_ABOUT, sections=TRAIN_SECTIONS)
     config, gpus = accelerate_config(), gpu_count()
     if config is None and gpus <= 1:
         os.execv(sys.executable, [sys.executable, "-m", TRAIN_MODULE, *flags])
@@ -69,9 +76,12 @@ def train_local() -> None:
 
 def serve() -> None:
     end_with_parent()
-    settings_or_exit(sys.argv[1:], about=SERVE_ABOUT, sections=SERVE_SECTIONS)
-    from {{ cookiecutter.package_name }} import serve as server  # noqa: PLC0415 - imports torch: after the checks
+    interrupt_on_sigterm()
+    with exit_on_interrupt(SERVE_STARTING):
+        from {{ cookiecutter.package_name }}.settings import settings_or_exit  # noqa: PLC0415 - as in train_local
 
+        settings_or_exit(sys.argv[1:], about=SERVE_ABOUT, sections=SERVE_SECTIONS)
+        from {{ cookiecutter.package_name }} import serve as server  # noqa: PLC0415 - imports torch: after the checks
     server.main()
 
 

@@ -5,13 +5,16 @@ Ctrl-C and SIGTERM to it. SIGKILL of uv cannot be forwarded: `end_with_parent` a
 the parent dies (Linux's PR_SET_PDEATHSIG), and `interrupt_on_sigterm` makes SIGTERM take Ctrl-C's path, so the
 program's own cleanup runs either way. Python drops an exception raised inside a finaliser (a progress bar's
 `__del__` or a weakref callback, say), so a KeyboardInterrupt can vanish: long loops call `raise_if_stopping` at
-their safe points, and the dropped one is not reported as a traceback.
+their safe points, and the dropped one is not reported as a traceback. A stop while a command is still starting
+(importing torch takes seconds) ends it in one line: `exit_on_interrupt`.
 """
 
+import contextlib
 import ctypes
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from types import FrameType
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -56,6 +59,29 @@ def _quiet_about_dropped_stops(unraisable: "sys.UnraisableHookArgs") -> None:  #
     if _stopping and isinstance(unraisable.exc_value, KeyboardInterrupt):
         return
     sys.__unraisablehook__(unraisable)
+
+
+@contextlib.contextmanager
+def exit_on_interrupt(when: str) -> Iterator[None]:
+    """A stop inside the block ends the program with `error: interrupted <when>` and exit code 130, no traceback."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        print(f"\nerror: interrupted {when}", file=sys.stderr)  # on a line of its own: ^C holds the cursor
+        raise SystemExit(130) from None
+
+
+@contextlib.contextmanager
+def children_ignore_ctrl_c() -> Iterator[None]:
+    """Processes started inside the block ignore Ctrl-C (SIGINT) for life: an ignored signal stays ignored across exec,
+    and Python then installs no handler of its own. For workers this process stops itself: a terminal sends Ctrl-C to
+    the whole process group, and a worker still importing torch would answer it with a traceback. Call it from the
+    main thread; a Ctrl-C to this process inside the block (milliseconds) is lost."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def stopping() -> bool:

@@ -13,7 +13,6 @@ import logging
 import math
 import multiprocessing
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -30,8 +29,15 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from transformers import PretrainedConfig
 from transformers.utils import logging as transformers_logging
 
-from {{ cookiecutter.package_name }}.launch import SERVE_ABOUT, SERVE_SECTIONS
-from {{ cookiecutter.package_name }}.lifetime import end_with_parent, interrupt_on_sigterm, stopping
+from {{ cookiecutter.package_name }}.launch import SERVE_ABOUT, SERVE_SECTIONS, SERVE_STARTING
+from {{ cookiecutter.package_name }}.lifetime import (
+    children_ignore_ctrl_c,
+    end_with_parent,
+    exit_on_interrupt,
+    interrupt_on_sigterm,
+    raise_if_stopping,
+    stopping,
+)
 from {{ cookiecutter.package_name }}.monitoring import BatchMetrics, RequestMetrics, metrics_dir, metrics_response
 from {{ cookiecutter.package_name }}.predictor import (
     ModelDirError,
@@ -163,9 +169,8 @@ class TextClassifierAPI(ls.LitAPI):  # type: ignore[misc]  # LitAPI is untyped (
         # LitServe picks the device (`cpu`, `cuda:0`, ...) from serving.device and workers_per_device.
         if multiprocessing.parent_process() is not None:  # in LitServe's worker process, not called in-process
             # A worker ends with the server: when the server is killed outright (end_with_parent), and when the server
-            # stops it. Ctrl-C in a terminal reaches every process of the group: the worker leaves it to the server.
+            # stops it. It leaves Ctrl-C to the server from its start (TextClassifierServer.launch_inference_worker).
             end_with_parent()
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
             # No weight-loading bar: one per worker in the server's log, and its tqdm lock is a semaphore that a worker
             # stopped by LitServe never releases (the resource tracker then warns of leaked semaphores at every stop).
             transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # unannotated in transformers
@@ -321,11 +326,21 @@ class QuietMonitorWhenStopping(logging.Filter):
         return not (stopping() and record.threadName == MONITOR_THREAD)
 
 
+class TextClassifierServer(ls.LitServer):  # type: ignore[misc]  # LitServer is untyped (Any), as LitAPI is
+    """LitServer whose inference workers leave Ctrl-C to this process, which stops them; LitServe would restart a
+    worker from its monitor thread, where no signal disposition can be set, but worker restarts are off here."""
+
+    def launch_inference_worker(self, lit_api: ls.LitAPI) -> list[multiprocessing.Process]:
+        with children_ignore_ctrl_c():
+            processes: list[multiprocessing.Process] = super().launch_inference_worker(lit_api)
+        return processes
+
+
 class ServingError(Exception):
     """The server cannot start as set up; the message names the setting."""
 
 
-def build_server(settings: Settings) -> ls.LitServer:
+def build_server(settings: Settings) -> TextClassifierServer:
     """The LitServer for `serving.model_dir`; raises ServingError naming the setting that stops it."""
     serving = settings.serving
     try:
@@ -349,7 +364,7 @@ def build_server(settings: Settings) -> ls.LitServer:
         cpu_threads=cpu_threads,
         precision=precision,
     )
-    server = ls.LitServer(
+    server = TextClassifierServer(
         api,
         accelerator=serving.device,
         workers_per_device=workers,
@@ -380,14 +395,17 @@ def stop_children(timeout: float = SHUTDOWN_GRACE_S) -> None:
 
 def main() -> None:
     end_with_parent()
-    settings = settings_or_exit(about=SERVE_ABOUT, sections=SERVE_SECTIONS)
+    # LitServe stops its workers on KeyboardInterrupt only; and `docker stop` while the model loads ends it at once.
+    interrupt_on_sigterm()
+    with exit_on_interrupt(SERVE_STARTING):
+        settings = settings_or_exit(about=SERVE_ABOUT, sections=SERVE_SECTIONS)
+        try:
+            server = build_server(settings)
+        except ServingError as error:
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
+        raise_if_stopping()  # a stop a finaliser dropped while all this loaded: signals are ignored from then on
     serving = settings.serving
-    try:
-        server = build_server(settings)
-    except ServingError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-    interrupt_on_sigterm()  # LitServe stops its workers on KeyboardInterrupt only
     logging.getLogger("litserve.server").addFilter(QuietMonitorWhenStopping())
     # Set before the server starts its processes: each one writes its metrics there.
     with metrics_dir():
