@@ -3,6 +3,7 @@
 import json
 import math
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,16 @@ def test_predicts_on_the_gpu(named_checkpoint: Path, predictor: Predictor) -> No
     assert on_gpu.predict([text])[0].probabilities == pytest.approx(
         predictor.predict([text])[0].probabilities, abs=1e-4
     )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_half_precision_on_the_gpu_turns_cudnn_attention_off(named_checkpoint: Path) -> None:
+    # cuDNN attention builds a plan per new batch shape in half precision (predictor.with_precision says why).
+    on_gpu = Predictor.load(named_checkpoint, device="cuda", precision="auto")
+    assert on_gpu.precision in ("bf16", "fp16")
+    cudnn_attention_enabled: Callable[[], bool] = torch.backends.cuda.cudnn_sdp_enabled  # unannotated in torch
+    assert not cudnn_attention_enabled()
+    assert len(on_gpu.predict(["the film was great", "a dull and clumsy plot"])) == 2
 
 
 def test_labels_come_from_the_saved_config(named_checkpoint: Path) -> None:

@@ -86,6 +86,11 @@ def with_precision(model: PreTrainedModel, precision: Precision) -> PreTrainedMo
     if precision in ("fp16", "bf16"):
         # torch's own Module.to: transformers wraps the model's `to` in an untyped decorator. In place, like any module.
         torch.nn.Module.to(model, torch.float16 if precision == "fp16" else torch.bfloat16)
+        # Half-precision attention with a padding mask goes to cuDNN first on recent GPUs (Hopper and newer), and cuDNN
+        # builds a plan for every new (batch, length) shape: on an H200 each first-seen shape cost tens of ms, so a
+        # server with mixed batches and lengths ran slower in bf16 than in fp32 (bench/README.md, "On a GPU"). The
+        # flash and memory-efficient kernels need no per-shape plan. Process-wide, as torch keeps the setting.
+        torch.backends.cuda.enable_cudnn_sdp(False)
     return model
 
 
