@@ -33,7 +33,8 @@ WEIGHT_FILES = (
 NO_TOKENIZER_LIMIT = 10**12
 # What `auto` runs on a CPU. int8 would need >= 99.5 % label agreement with fp32 and accuracy within 0.5 points on the
 # template's held-out reviews; on MiniLM fine-tuned by the README's offline command it agreed on 92.5 % and lost 5
-# points, while serving 1.5-1.8x the requests (bench/serving.py, bench/README.md). So fp32; int8 is a setting away.
+# points, while serving 1.5-1.8x the requests (the template's bench/serving.py and bench/README.md). So fp32; int8 is
+# a setting away.
 AUTO_CPU_PRECISION: Precision = "fp32"
 
 
@@ -77,7 +78,8 @@ def with_precision(model: PreTrainedModel, precision: Precision) -> PreTrainedMo
     if precision == "int8":
         with warnings.catch_warnings():
             # torch announces that torch.ao.quantization moves to the torchao package; until it does, this is the
-            # dependency-free int8 path (bench/serving.py measures it). Its warnings would print at every start.
+            # dependency-free int8 path (the template's bench/serving.py measures it). Its warnings would print at
+            # every start.
             warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated")
             warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor")
             quantize: Callable[..., Any] = torch.ao.quantization.quantize_dynamic  # unannotated in torch
@@ -88,8 +90,9 @@ def with_precision(model: PreTrainedModel, precision: Precision) -> PreTrainedMo
         torch.nn.Module.to(model, torch.float16 if precision == "fp16" else torch.bfloat16)
         # Half-precision attention with a padding mask goes to cuDNN first on recent GPUs (Hopper and newer), and cuDNN
         # builds a plan for every new (batch, length) shape: on an H200 each first-seen shape cost tens of ms, so a
-        # server with mixed batches and lengths ran slower in bf16 than in fp32 (bench/README.md, "On a GPU"). The
-        # flash and memory-efficient kernels need no per-shape plan. Process-wide, as torch keeps the setting.
+        # server with mixed batches and lengths ran slower in bf16 than in fp32 (the template's bench/README.md, "On a
+        # GPU"). The flash and memory-efficient kernels need no per-shape plan. Process-wide, as torch keeps the
+        # setting.
         torch.backends.cuda.enable_cudnn_sdp(False)
     return model
 

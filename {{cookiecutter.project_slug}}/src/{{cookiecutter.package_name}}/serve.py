@@ -304,8 +304,9 @@ def worker_layout(device: str, workers: int | None, cpu_threads: int | None) -> 
     settings, or measured defaults where unset.
 
     A GPU is kept busy by one worker. On a CPU, separate worker processes with one or a few threads each serve more than
-    one worker with all the threads (2 cores: 2x1 gave 96 req/s at 16 clients, 1x2 gave 81; bench/serving.py), so the
-    cores are split among up to MAX_AUTO_CPU_WORKERS workers, with one core left to the HTTP side when there are spare.
+    one worker with all the threads (2 cores: 2x1 gave 96 req/s at 16 clients, 1x2 gave 81; the template's
+    bench/serving.py), so the cores are split among up to MAX_AUTO_CPU_WORKERS workers, with one core left to the HTTP
+    side when there are spare.
     """
     cores = usable_cores()
     workers = workers or (min(cores, MAX_AUTO_CPU_WORKERS) if device == "cpu" else 1)
