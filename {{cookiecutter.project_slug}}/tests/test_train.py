@@ -482,6 +482,26 @@ def test_an_interrupt_python_dropped_in_a_finaliser_is_raised_again_without_a_tr
     assert (done.returncode, done.stdout, done.stderr) == (0, "stopped\n", "")
 
 
+STOP_TURNED_INTO_ANOTHER_ERROR = """
+import os, signal
+from {{ cookiecutter.package_name }}.lifetime import exit_on_interrupt, interrupt_on_sigterm
+
+interrupt_on_sigterm()
+with exit_on_interrupt("while starting"):
+    try:
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C arrives inside a library's import
+    except KeyboardInterrupt as interrupted:  # and the library answers with an error of its own
+        raise ModuleNotFoundError("Could not import module 'PreTrainedModel'") from interrupted
+"""
+
+
+def test_a_stop_a_library_turned_into_another_error_while_starting_is_still_one_line() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", STOP_TURNED_INTO_ANOTHER_ERROR], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (130, "", "\nerror: interrupted while starting\n")
+
+
 def test_a_stop_whose_interrupt_was_dropped_still_ends_training_at_the_next_step(
     tiny_checkpoint: Path, review_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -63,10 +63,16 @@ def _quiet_about_dropped_stops(unraisable: "sys.UnraisableHookArgs") -> None:  #
 
 @contextlib.contextmanager
 def exit_on_interrupt(when: str) -> Iterator[None]:
-    """A stop inside the block ends the program with `error: interrupted <when>` and exit code 130, no traceback."""
+    """A stop inside the block ends the program with `error: interrupted <when>` and exit code 130, no traceback.
+
+    Once a stop was asked for, any error from the block counts as the stop: an import that Ctrl-C cut short can leave a
+    module half-initialised, and the library that tried it then raises an error of its own (seen: numpy's lazy
+    submodules recursing, then transformers' ModuleNotFoundError for PreTrainedModel) instead of KeyboardInterrupt."""
     try:
         yield
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Exception) as error:
+        if not (isinstance(error, KeyboardInterrupt) or _stopping):
+            raise
         print(f"\nerror: interrupted {when}", file=sys.stderr)  # on a line of its own: ^C holds the cursor
         raise SystemExit(130) from None
 
