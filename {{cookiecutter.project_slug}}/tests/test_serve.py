@@ -388,6 +388,8 @@ def test_metrics_count_requests_latency_and_batches(server: Server) -> None:
     before = samples(server)
     for body in ({"text": "the film was great"}, {"text": "dull"}, {"texts": ["superb", "awful", "fine"]}, {"x": 1}):
         predict(server, body)
+    for path in ("/no-such-page", "/wp-login.php"):
+        assert httpx.get(f"{server.url}{path}", timeout=5).status_code == 404
     after = samples(server)
 
     def moved(name: str, labels: tuple[tuple[str, str], ...] = ()) -> float:
@@ -400,6 +402,9 @@ def test_metrics_count_requests_latency_and_batches(server: Server) -> None:
     assert moved("inference_batch_size_count") == 3  # the 422 never reaches the model
     assert moved("inference_batch_size_sum") == 5
     assert moved("inference_batch_seconds_count") == 3
+    # URLs no route serves share one series, whatever they are.
+    assert moved("http_requests_total", (("method", "GET"), ("path", "unmatched"), ("status", "404"))) == 2
+    assert not [labels for _, labels in after if ("path", "/no-such-page") in labels]
 
 
 @pytest.mark.slow

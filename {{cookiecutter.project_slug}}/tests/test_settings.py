@@ -1,5 +1,7 @@
 """Settings: YAML < environment < flags, and every bad value is one line naming the field, with exit code 2."""
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -7,7 +9,7 @@ import yaml
 
 from {{ cookiecutter.package_name }}.settings import DEFAULT_CONFIG, ENV_PREFIX, SettingsError, load_settings
 
-from tests.conftest import PROJECT, run
+from tests.conftest import BIN, PROJECT, offline_env, run
 
 SETTINGS_FILE = PROJECT / DEFAULT_CONFIG
 
@@ -106,6 +108,9 @@ BAD_SETTINGS = {
     "positional-argument": (["epochs=3"], {}, None, "unexpected argument 'epochs=3'"),
     "flag-without-value": (["--training.seed"], {}, None, "flag --training.seed needs a value"),
     "flag-without-section": (["--seed", "3"], {}, None, "name a field as --section.field"),
+    "empty-output-dir": (["--training.output_dir", ""], {}, None, "training.output_dir: . is the working directory"),
+    "output-dir-above": ([], {"TRAINING__OUTPUT_DIR": ".."}, None, "training.output_dir: .. is the working directory"),
+    "env-section-not-json": ([], {"TRAINING": "notjson"}, None, 'error parsing value for field "training"'),
 }
 
 
@@ -122,6 +127,29 @@ def test_bad_setting_is_one_line_and_exit_2(case: str, tmp_path: Path) -> None:
     assert lines[0].startswith("error: ")
     assert expected in lines[0]
     assert done.stdout == ""
+
+
+def test_paths_starting_with_a_tilde_are_in_the_home_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(PROJECT)
+    settings = load_settings(["--training.output_dir", "~/models/a", "--serving.model_dir", "~/models/b"], environ={})
+    assert settings.training.output_dir == Path.home() / "models" / "a"
+    assert settings.serving.model_dir == Path.home() / "models" / "b"
+
+
+@pytest.mark.parametrize("command", [["show-settings"], ["show-settings", "--help"], ["train-cloud", "--help"]])
+def test_a_reader_that_closed_the_pipe_ends_the_command_quietly(command: list[str]) -> None:
+    """`uv run show-settings | head -1`: the reader may be gone before the command prints."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [str(BIN / command[0]), *command[1:]], cwd=PROJECT, env=offline_env(), stdout=write_end,
+            stderr=subprocess.PIPE, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert done.returncode == 1
+    assert done.stderr == ""
 
 
 def test_local_paths_are_checked_by_the_command_that_reads_them() -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import huggingface_hub.constants
 import mlflow
 import pytest
+import torch
 from huggingface_hub import ModelCard
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -29,7 +30,7 @@ from tests.conftest import (
     train_flags,
     uv_run,
 )
-from tests.tiny import build_diverging_classifier, build_tiny_classifier, write_csv
+from tests.tiny import build_diverging_classifier, build_tiny_classifier, reviews, write_csv
 
 pytestmark = pytest.mark.slow
 
@@ -289,6 +290,37 @@ def test_two_cpu_processes_train_one_model(tiny_checkpoint: Path, review_data: P
     assert done.stdout.count("saved the model to") == 1
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["global_step"] == 14  # 200 rows over 2 processes x batch 16 = 7 steps per epoch
+    # The loss the run reports is the model's mean cross-entropy, not that times the number of processes.
+    assert metrics["loss"] == pytest.approx(held_out_loss(tmp_path), rel=0.02)
+
+
+def held_out_loss(model_dir: Path) -> float:
+    """A saved model's mean cross-entropy on the review set's held-out rows (test.csv), computed without the Trainer."""
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    texts, labels = zip(*reviews(240)[200:], strict=True)
+    batch = tokenizer(list(texts), truncation=True, max_length=32, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**batch).logits
+    return float(torch.nn.functional.cross_entropy(logits, torch.tensor(labels)))
+
+
+def test_gradient_accumulation_keeps_the_loss_a_mean(
+    tiny_checkpoint: Path, review_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two batches of 8 accumulated train like one batch of 16: same data order, and a learning rate too small to
+    move the loss, so both runs report the untrained model's loss (not twice it for the accumulated one)."""
+    monkeypatch.chdir(PROJECT)
+    losses = []
+    for batch_size, accumulation in ((16, 1), (8, 2)):
+        flags = train_flags(
+            tiny_checkpoint, review_data, tmp_path / str(accumulation),
+            "--training.learning_rate", "1e-9", "--training.num_train_epochs", "1", "--data.max_train_samples", "64",
+            "--training.per_device_batch_size", str(batch_size),
+            "--training.gradient_accumulation_steps", str(accumulation),
+        )  # fmt: skip
+        losses.append(train(load_settings(flags, environ={}))["train_loss"])
+    assert losses[1] == pytest.approx(losses[0], rel=0.1)
 
 
 @pytest.fixture(scope="module")

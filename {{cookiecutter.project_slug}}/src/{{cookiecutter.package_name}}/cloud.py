@@ -46,6 +46,7 @@ from {{ cookiecutter.package_name }}.settings import (
     help_text,
     is_local_reference,
     load_settings,
+    print_out,
 )
 
 SKYPILOT_VERSION = "0.14.1"
@@ -333,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sky_help = f"uvx --from 'skypilot=={SKYPILOT_VERSION}' sky launch --help"
         settings_flags = parse_arguments([arg for arg in arguments if arg not in HELP_FLAGS]).settings_flags
         settings = help_text("", SECTIONS, settings_flags)
-        print(f"{(__doc__ or '').strip()}\n\nOwn flags:\n{own}\n\n`sky` flags: {sky_help}\n\n{settings}")
+        print_out(f"{(__doc__ or '').strip()}\n\nOwn flags:\n{own}\n\n`sky` flags: {sky_help}\n\n{settings}")
         return
     try:
         request = parse_arguments(arguments)
@@ -344,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for note in notes:
         print(note, file=sys.stderr)
     if request.print_only:
-        print(shlex.join(command))
+        print_out(shlex.join(command))
         return
     print(f"$ {shlex.join(command)}", file=sys.stderr, flush=True)
     os.execv(command[0], command)  # sky takes this process's place: Ctrl-C and its exit code reach the caller

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import datasets
 import torch
 from huggingface_hub import HfApi, ModelCard, get_token
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -58,6 +60,8 @@ from {{ cookiecutter.package_name }}.settings import (
 
 TENSORBOARD_DIR = "runs"  # under training.output_dir, beside the model (the Trainer's default is inside checkpoints/)
 MODEL_CARD = "README.md"
+METRICS_FILE = "metrics.json"  # written last: a model folder with it is complete
+FULL_DISK_BYTES = 16 * 2**20  # a save that failed with less than this left free failed for want of space
 
 
 class CheckpointError(Exception):
@@ -254,6 +258,12 @@ def finite_or_none(value: Any) -> Any:
     return value
 
 
+def free_space(folder: Path) -> int:
+    """Bytes free on the disk that holds `folder` (or the nearest existing folder above it)."""
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    return shutil.disk_usage(existing).free
+
+
 def write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(finite_or_none(value), indent=2, allow_nan=False) + "\n")
 
@@ -282,20 +292,23 @@ def write_model_card(trainer: Trainer, settings: Settings, label_names: list[str
 
 
 def save_final(trainer: Trainer, settings: Settings, metrics: dict[str, Any]) -> None:
-    """Write the servable model and its card where serving looks for them; metrics.json is written last, marking
-    completion. With training.push_to_hub the Trainer pushes them when it saves."""
+    """Write the servable model, its card, curves and metrics where serving looks for them. Everything is written
+    into a staging folder first (seconds) and then renamed into place (milliseconds), metrics.json last, marking
+    completion: a stop while saving leaves the previous model whole. With training.push_to_hub the Trainer pushes
+    the model and card when it saves."""
     output_dir = settings.training.output_dir
     staging = output_dir / ".final-incomplete"
     shutil.rmtree(staging, ignore_errors=True)
     trainer.save_model(str(staging))  # weights, config (with id2label), tokenizer
     write_model_card(trainer, settings, metrics["label_names"], staging)
-    for item in staging.iterdir():
+    write_json(staging / "log_history.json", trainer.state.log_history)
+    plot_curves(trainer.state.log_history, staging / "curves.png")
+    write_json(staging / METRICS_FILE, metrics)
+    (output_dir / METRICS_FILE).unlink(missing_ok=True)  # the previous model's figures go before its files do
+    for item in sorted(staging.iterdir(), key=lambda item: item.name == METRICS_FILE):
         item.chmod(0o644)  # transformers writes weights owner-only; the serving image reads them as another user
         item.replace(output_dir / item.name)
     staging.rmdir()
-    write_json(output_dir / "log_history.json", trainer.state.log_history)
-    plot_curves(trainer.state.log_history, output_dir / "curves.png")
-    write_json(output_dir / "metrics.json", metrics)
 
 
 def final_evaluation(trainer: Trainer) -> dict[str, float]:
@@ -307,6 +320,31 @@ def final_evaluation(trainer: Trainer) -> dict[str, float]:
     if evaluations and evaluations[-1]["step"] == trainer.state.global_step and not trainer.args.load_best_model_at_end:
         return {key: value for key, value in evaluations[-1].items() if key != "step"}
     return trainer.evaluate()
+
+
+def build_trainer(
+    model: PreTrainedModel,
+    args: TrainingArguments,
+    train_set: datasets.Dataset,
+    eval_set: datasets.Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+) -> Trainer:
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=compute_metrics,
+        callbacks=[StopOnDivergence(), StopWhenInterrupted()],
+    )
+    # The classification heads' loss is a plain mean over the batch. The Trainer takes any model whose forward accepts
+    # **kwargs (these do) for one that divides its loss by the batch's token count itself, and then multiplies the loss
+    # by the number of processes and skips the division by gradient_accumulation_steps: losses and gradients N times
+    # too large under DDP or with accumulation. Saying the model takes no loss arguments keeps the mean a mean.
+    trainer.model_accepts_loss_kwargs = False
+    return trainer
 
 
 def train(settings: Settings) -> dict[str, Any]:
@@ -325,16 +363,7 @@ def train(settings: Settings) -> dict[str, Any]:
         tokenizer, data = inputs.tokenizer, settings.data
         train_set = tokenize(inputs.splits.train, tokenizer, data, inputs.max_length)
         eval_set = tokenize(inputs.splits.eval, tokenizer, data, inputs.max_length)
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=train_set,
-        eval_dataset=eval_set,
-        processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=compute_metrics,
-        callbacks=[StopOnDivergence(), StopWhenInterrupted()],
-    )
+    trainer = build_trainer(model, args, train_set, eval_set, tokenizer)
     for callback in trainer.callback_handler.callbacks:
         # Event files beside the model, not inside checkpoints/ (TENSORBOARD_LOGGING_DIR, when set, still wins).
         if isinstance(callback, TensorBoardCallback) and callback.logging_dir is None:
@@ -382,6 +411,16 @@ def main(argv: list[str] | None = None) -> None:
         where = f" {error.filename}" if error.filename else ""
         print(
             f"\nerror: cannot use{where}: {error.strerror or error} (training.output_dir is {output})", file=sys.stderr
+        )
+        raise SystemExit(1) from None
+    except (SafetensorError, RuntimeError) as error:
+        # Saving to a full disk raises safetensors' error or torch.save's, not an OSError; torch's does not say why.
+        if isinstance(error, RuntimeError) and free_space(output) > FULL_DISK_BYTES:
+            raise
+        reason = first_line(error) if isinstance(error, SafetensorError) else "the disk is full"
+        print(
+            f"\nerror: cannot save in {output}: {reason}; free some space, then rerun the same command to resume",
+            file=sys.stderr,
         )
         raise SystemExit(1) from None
     except KeyboardInterrupt:

@@ -4,8 +4,8 @@ The server is several processes (API servers, inference workers), so prometheus_
 process writes its samples to files in one folder (PROMETHEUS_MULTIPROC_DIR), which /metrics adds up. prometheus_client
 reads that variable when it is imported, so it is imported only after `metrics_dir()` set it, never at module level.
 
-- `RequestMetrics`, an ASGI middleware in each API server process: `http_requests_total` by path, method and status,
-  and the `http_request_duration_seconds` histogram by path.
+- `RequestMetrics`, an ASGI middleware in each API server process: `http_requests_total` by path (the route's;
+  `unmatched` for URLs no route serves), method and status, and the `http_request_duration_seconds` histogram by path.
 - `BatchMetrics`, in each inference worker: `inference_batch_size` (texts per forward pass) and
   `inference_batch_seconds`. Recorded where the batch runs rather than through a LitServe Logger, whose queue would
   cost an inter-process call per batch and a process of its own.
@@ -26,6 +26,7 @@ from fastapi import Response
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+UNMATCHED = "unmatched"  # the path label of requests to a URL no route serves
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -83,7 +84,8 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, send_and_note)
         finally:
-            path = scope["path"]
+            # The route the request matched, not its URL: a scanner's random paths must not each add a series.
+            path = getattr(scope.get("route"), "path", UNMATCHED)
             self.requests.labels(path=path, method=scope["method"], status=str(status)).inc()
             self.latency.labels(path=path).observe(time.perf_counter() - started)
 

@@ -14,11 +14,12 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
 
 ENV_PREFIX = "{{ cookiecutter.package_name.upper() }}_"
 CONFIG_ENV = f"{ENV_PREFIX}CONFIG"
@@ -38,6 +39,29 @@ def first_line(error: Exception) -> str:
     """An exception's message cut to its first line (libraries' messages run on)."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def print_out(text: str, end: str = "\n") -> None:
+    """Print to stdout; a reader that stops early (`--help | head -3`) ends the program quietly, exit code 1."""
+    try:
+        print(text, end=end, flush=True)
+    except BrokenPipeError:
+        # Python would hit the closed pipe again when it flushes stdout at exit, and report it.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(1) from None
+
+
+def own_folder(path: Path) -> Path:
+    """A folder the program writes into, `~` expanded; never the working directory or one above it."""
+    path = path.expanduser()
+    if path.resolve() in (Path.cwd(), *Path.cwd().parents):
+        raise ValueError(f"{path} is the working directory or above it; the model's files need a folder of their own")
+    return path
+
+
+# Paths are expanded like a shell would (`~/models`); `OwnFolder`: a folder the program writes into.
+UserPath = Annotated[Path, AfterValidator(Path.expanduser)]
+OwnFolder = Annotated[Path, AfterValidator(own_folder)]
 
 
 def is_local_reference(reference: str) -> bool:
@@ -80,7 +104,7 @@ Strategy = Literal["no", "steps", "epoch"]
 
 
 class TrainingSettings(Section):
-    output_dir: Path = Field(
+    output_dir: OwnFolder = Field(
         Path("models/sentiment"),
         description="final model, metrics.json and curves.png; Trainer checkpoints in its checkpoints/ folder",
     )
@@ -141,7 +165,7 @@ Precision = Literal["auto", "fp32", "int8", "bf16", "fp16"]  # serving.precision
 
 
 class ServingSettings(Section):
-    model_dir: Path = Field(Path("models/sentiment"), description="a model folder written by train-local")
+    model_dir: UserPath = Field(Path("models/sentiment"), description="a model folder written by train-local")
     host: Literal["127.0.0.1", "0.0.0.0", "::"] = Field(  # noqa: S104 - the addresses LitServe accepts
         "127.0.0.1", description="address to listen on; the image sets 0.0.0.0"
     )
@@ -297,6 +321,8 @@ def load_settings(argv: Sequence[str] = (), environ: Mapping[str, str] | None = 
         return settings_class(**overrides)
     except ValidationError as error:
         raise SettingsError("; ".join(_describe(e) for e in error.errors())) from None
+    except SourceError as error:  # a whole section's variable (PREFIX_TRAINING) that is not JSON
+        raise SettingsError(f"{first_line(error)}: set {ENV_PREFIX}SECTION__FIELD variables instead") from None
 
 
 def type_name(annotation: Any) -> str:
@@ -373,7 +399,7 @@ def settings_or_exit(
     problem is one line on stderr and exit code 2."""
     args = sys.argv[1:] if argv is None else list(argv)
     if any(arg in HELP_FLAGS for arg in args):
-        print(help_text(about, sections, args))
+        print_out(help_text(about, sections, args))
         raise SystemExit(0)
     try:
         return load_settings(args)
@@ -385,7 +411,7 @@ def settings_or_exit(
 def main() -> None:
     """Print the effective settings as YAML (`uv run show-settings [flags]`)."""
     settings = settings_or_exit(about="Print the settings every command would use, after the environment and flags.")
-    print(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False, allow_unicode=True), end="")
+    print_out(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False, allow_unicode=True), end="")
 
 
 if __name__ == "__main__":
