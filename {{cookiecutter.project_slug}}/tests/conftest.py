@@ -155,11 +155,17 @@ def send_and_wait(process: subprocess.Popen[bytes], signum: int, *, to_group: bo
     return left
 
 
-def ctrl_c_while_starting(command: list[str], delay_s: float, log: Path) -> tuple[int, list[str]]:
-    """Start `command`, press Ctrl-C after `delay_s` as a terminal does (SIGINT to the whole group), and check that
-    everything ended without a traceback; the exit code and the `error:` lines it printed."""
+def ctrl_c_while_starting(command: list[str], when: float | str, log: Path) -> tuple[int, list[str]]:
+    """Start `command`, press Ctrl-C as a terminal does (SIGINT to the whole group) after `when` seconds or once its
+    output shows `when`, and check that everything ended without a traceback; the exit code and the `error:` lines."""
     leader = start_in_own_group(command, log)
-    time.sleep(delay_s)
+    if isinstance(when, str):
+        deadline = time.monotonic() + 120
+        while when not in log.read_text(errors="replace") and leader.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert when in log.read_text(errors="replace"), f"never printed {when!r}"
+    else:
+        time.sleep(when)
     left = send_and_wait(leader, signal.SIGINT, to_group=True)
     said = log.read_text(errors="replace")
     assert not left, f"still running {left} after Ctrl-C: {said[-2000:]}"

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -461,11 +462,11 @@ def test_inference_workers_ignore_ctrl_c_from_their_first_instruction(trained_mo
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("delay_s", [0.5, 1.5])
-def test_ctrl_c_while_the_server_starts_is_one_line(delay_s: float, trained_model: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("when", [0.5, 1.5, "Uvicorn running on"])  # the last: while the workers load the model
+def test_ctrl_c_while_the_server_starts_is_one_line(when: float | str, trained_model: Path, tmp_path: Path) -> None:
     """Ctrl-C in the seconds before the server answers, while torch and the model load."""
     arguments = ["--serving.model_dir", str(trained_model), "--serving.port", str(free_port())]
-    code, errors = ctrl_c_while_starting(uv_run("serve", *arguments), delay_s, tmp_path / "serve.log")
+    code, errors = ctrl_c_while_starting(uv_run("serve", *arguments), when, tmp_path / "serve.log")
     assert errors == ["error: interrupted before the server started"]
     assert code == 130
 
@@ -500,6 +501,34 @@ def test_a_precision_the_device_cannot_run_is_one_line_and_exit_2(trained_model:
     assert done.stderr.strip().splitlines() == [
         "error: serving.precision: fp16 needs a GPU; on a CPU use int8, fp32 or auto"
     ]
+
+
+@pytest.mark.slow
+def test_a_port_in_use_is_one_line_and_exit_2(trained_model: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run("serve", "--serving.model_dir", str(trained_model), "--serving.port", str(port))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: serving.port: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
+
+
+@pytest.mark.slow
+def test_an_unusable_metrics_folder_is_one_line_and_exit_2(trained_model: Path, tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("mine\n")
+    done = run(
+        "serve", "--serving.model_dir", str(trained_model), "--serving.port", str(free_port()),
+        env={"PROMETHEUS_MULTIPROC_DIR": str(not_a_folder)},
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: PROMETHEUS_MULTIPROC_DIR: cannot use {not_a_folder}: File exists"
+    ]
+    assert not_a_folder.read_text() == "mine\n"
 
 
 @pytest.mark.slow

@@ -490,6 +490,45 @@ def test_ctrl_c_while_train_local_starts_is_one_line_and_writes_nothing(
     assert not output.exists()
 
 
+# What train-local does when Ctrl-C comes during its exec: the signal, held, waits in the training module's interpreter.
+HELD_STOP_OVER_EXEC = """
+import os, signal, sys
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+os.kill(os.getpid(), signal.SIGINT)
+os.execv(sys.executable, [sys.executable, "-m", "{{ cookiecutter.package_name }}.train", *sys.argv[1:]])
+"""
+
+
+def test_a_ctrl_c_held_over_the_exec_is_one_line_and_writes_nothing(
+    tiny_checkpoint: Path, review_data: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "model"
+    done = run(sys.executable, "-c", HELD_STOP_OVER_EXEC, *train_flags(tiny_checkpoint, review_data, output))
+    assert one_error_line(done) == "error: interrupted before training started; nothing was written"
+    assert done.returncode == 130
+    assert not output.exists()
+
+
+CTRL_C_WHILE_CHILDREN_START = """
+import os, signal
+from {{ cookiecutter.package_name }}.lifetime import children_ignore_ctrl_c, interrupt_on_sigterm
+interrupt_on_sigterm()
+try:
+    with children_ignore_ctrl_c():
+        os.kill(os.getpid(), signal.SIGINT)
+        print("inside")
+    print("lost")
+except KeyboardInterrupt:
+    print("raised as the block ended")
+"""
+
+
+def test_a_ctrl_c_while_children_start_is_held_not_lost() -> None:
+    """serve starts its inference workers inside children_ignore_ctrl_c: a Ctrl-C then must still stop the server."""
+    done = run(sys.executable, "-c", CTRL_C_WHILE_CHILDREN_START)
+    assert done.stdout.splitlines() == ["inside", "raised as the block ended"], done.stderr
+
+
 DROPPED_STOP = """
 import os, signal
 from {{ cookiecutter.package_name }}.lifetime import interrupt_on_sigterm, raise_if_stopping

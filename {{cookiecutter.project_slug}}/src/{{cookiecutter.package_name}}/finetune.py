@@ -424,9 +424,9 @@ def main(argv: list[str] | None = None) -> None:
         )
         raise SystemExit(1) from None
     except KeyboardInterrupt:
-        print(
-            f"\nerror: interrupted; no model was saved; rerun the same command to resume from {output}", file=sys.stderr
-        )
+        saved = checkpoints.last_checkpoint(output / checkpoints.CHECKPOINTS)
+        rerun = f"resume from {saved}" if saved else "start again (no checkpoint was saved yet)"
+        print(f"\nerror: interrupted; no model was saved; rerun the same command to {rerun}", file=sys.stderr)
         raise SystemExit(130) from None
     if torch.distributed.is_initialized():
         # Leave the group before exiting: a gloo group torn down by interpreter exit can abort a process (SIGABRT,

@@ -14,7 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from {{ cookiecutter.package_name }}.lifetime import end_with_parent, exit_on_interrupt, interrupt_on_sigterm
+from {{ cookiecutter.package_name }}.lifetime import end_with_parent, exit_on_interrupt, hold_stops, interrupt_on_sigterm
 
 TRAIN_MODULE = "{{ cookiecutter.package_name }}.train"
 TRAIN_SECTIONS = ("model", "data", "training")  # the settings each command reads
@@ -65,6 +65,7 @@ def train_local() -> None:
         settings_or_exit(flags, about=TRAIN_ABOUT, sections=TRAIN_SECTIONS)
     config, gpus = accelerate_config(), gpu_count()
     if config is None and gpus <= 1:
+        hold_stops()  # train.py releases them once it can answer them in one line
         os.execv(sys.executable, [sys.executable, "-m", TRAIN_MODULE, *flags])
     command = accelerate_command(flags, gpus, config)
     executable = shutil.which(command[0])

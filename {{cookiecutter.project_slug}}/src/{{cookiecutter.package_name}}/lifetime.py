@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from types import FrameType
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 _stopping = False  # set by the first Ctrl-C or SIGTERM that `interrupt_on_sigterm`'s handler receives
 
 
@@ -82,12 +83,27 @@ def children_ignore_ctrl_c() -> Iterator[None]:
     """Processes started inside the block ignore Ctrl-C (SIGINT) for life: an ignored signal stays ignored across exec,
     and Python then installs no handler of its own. For workers this process stops itself: a terminal sends Ctrl-C to
     the whole process group, and a worker still importing torch would answer it with a traceback. Call it from the
-    main thread; a Ctrl-C to this process inside the block (milliseconds) is lost."""
+    main thread. A Ctrl-C to this process inside the block is held (Linux queues a blocked signal even while it is
+    ignored) and raised as the block ends; the children keep SIGINT blocked as well as ignored."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def hold_stops() -> None:
+    """Keep Ctrl-C and SIGTERM pending from now on, across exec, until `release_stops`: the program exec'd next starts
+    an interpreter and imports its modules before it can answer a stop in one line (a blocked signal waits; an
+    ignored one would be lost)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+
+
+def release_stops() -> None:
+    """Let Ctrl-C and SIGTERM through again; one that arrived while they were held is raised here."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def stopping() -> bool:

@@ -14,7 +14,7 @@ reads that variable when it is imported, so it is imported only after `metrics_d
 
 import contextlib
 import os
-import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
@@ -39,12 +39,18 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 def metrics_dir() -> Iterator[Path]:
     """A fresh folder for this server's samples, named in PROMETHEUS_MULTIPROC_DIR for every process it starts.
 
-    A temporary folder, removed afterwards; or the folder PROMETHEUS_MULTIPROC_DIR names, emptied first (samples of an
-    earlier server would otherwise be added to this one's)."""
+    A temporary folder, removed afterwards; or the folder PROMETHEUS_MULTIPROC_DIR names, created if need be, with the
+    sample files of an earlier server removed (they would be added to this one's); nothing else in it is touched.
+    A folder that cannot be used ends the program with one line and exit code 2."""
     given = os.environ.get(MULTIPROC_ENV)
     if given:
-        shutil.rmtree(given, ignore_errors=True)
-        Path(given).mkdir(parents=True)
+        try:
+            Path(given).mkdir(parents=True, exist_ok=True)
+            for samples in Path(given).glob("*.db"):  # prometheus_client's files
+                samples.unlink()
+        except OSError as error:
+            print(f"error: {MULTIPROC_ENV}: cannot use {given}: {error.strerror or error}", file=sys.stderr)
+            raise SystemExit(2) from None
         yield Path(given)
         return
     with tempfile.TemporaryDirectory(prefix="serve-metrics-", ignore_cleanup_errors=True) as folder:

@@ -13,6 +13,7 @@ import logging
 import math
 import multiprocessing
 import os
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from litserve.utils import WorkerSetupStatus
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from transformers import PretrainedConfig
 from transformers.utils import logging as transformers_logging
@@ -331,19 +333,43 @@ class TextClassifierServer(ls.LitServer):  # type: ignore[misc]  # LitServer is 
     """LitServer whose inference workers leave Ctrl-C to this process, which stops them; LitServe would restart a
     worker from its monitor thread, where no signal disposition can be set, but worker restarts are off here."""
 
+    started = False  # a worker has loaded the model and the HTTP side is starting: a stop now is no longer early
+
     def launch_inference_worker(self, lit_api: ls.LitAPI) -> list[multiprocessing.Process]:
         with children_ignore_ctrl_c():
             processes: list[multiprocessing.Process] = super().launch_inference_worker(lit_api)
         return processes
+
+    def verify_worker_status(self) -> None:
+        """LitServe's wait for the first worker to load the model, which also ends at a stop whose KeyboardInterrupt
+        was dropped (seen while the workers were spawned): the server would otherwise start with Ctrl-C ignored."""
+        while not any(status == WorkerSetupStatus.READY for status in self.workers_setup_status.values()):
+            if any(status == WorkerSetupStatus.ERROR for status in self.workers_setup_status.values()):
+                raise RuntimeError("One or more workers failed to start. Shutting down LitServe")
+            raise_if_stopping()
+            time.sleep(0.05)
+        self.started = True
 
 
 class ServingError(Exception):
     """The server cannot start as set up; the message names the setting."""
 
 
+def check_port(host: str, port: int) -> None:
+    """That the server can listen on host:port, bound as uvicorn binds (a port a closed connection lingers on is free);
+    otherwise uvicorn would say only "Address already in use", after the model loaded, with exit code 3."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise ServingError(f"serving.port: cannot listen on {host}:{port}: {error.strerror or error}") from None
+
+
 def build_server(settings: Settings) -> TextClassifierServer:
     """The LitServer for `serving.model_dir`; raises ServingError naming the setting that stops it."""
     serving = settings.serving
+    check_port(serving.host, serving.port)
     try:
         config = check_model_dir(serving.model_dir)
         check_finite_weights(serving.model_dir)
@@ -381,17 +407,21 @@ def build_server(settings: Settings) -> TextClassifierServer:
     return server
 
 
-def stop_children(timeout: float = SHUTDOWN_GRACE_S) -> None:
-    """Terminate, then kill, any worker process still alive (e.g. a signal arrived while the model was loading)."""
+def stop_children(grace_s: float) -> None:
+    """Terminate, then after `grace_s` kill, every child process still alive (e.g. a signal arrived while the model was
+    loading): the inference workers first, LitServe's manager process last, since a worker that outlived the manager
+    would lose its queues mid-call and print a traceback."""
     children = multiprocessing.active_children()
-    for child in children:
-        child.terminate()
-    deadline = time.monotonic() + timeout
-    for child in children:
-        child.join(max(0.0, deadline - time.monotonic()))
-        if child.is_alive():
-            child.kill()
-            child.join(1)
+    managers = [child for child in children if child.name.startswith("SyncManager")]  # multiprocessing's naming
+    for group in ([child for child in children if child not in managers], managers):
+        for child in group:
+            child.terminate()
+        deadline = time.monotonic() + grace_s
+        for child in group:
+            child.join(max(0.0, deadline - time.monotonic()))
+            if child.is_alive():
+                child.kill()
+                child.join(1)
 
 
 def main() -> None:
@@ -416,11 +446,15 @@ def main() -> None:
         except KeyboardInterrupt:
             pass
         finally:
-            stop_children()
+            # Before the server started, no request waits for an answer: a worker that ignores SIGTERM (one spawned
+            # after a stop whose KeyboardInterrupt was dropped, with the handler's SIG_IGN) is not waited for.
+            stop_children(SHUTDOWN_GRACE_S if server.started else 0)
+    if not server.started:  # stopped while the workers loaded the model
+        print(f"\nerror: interrupted {SERVE_STARTING}", file=sys.stderr)
     # Every worker is stopped; skip the interpreter's teardown of torch and friends (seconds on a busy machine).
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(0 if server.started else 130)
 
 
 if __name__ == "__main__":

@@ -249,7 +249,7 @@ def parse_flags(argv: Sequence[str]) -> tuple[Path | None, dict[str, Any]]:
     while args:
         flag = args.pop(0)
         if not flag.startswith("--") or len(flag) == 2:
-            raise SettingsError(f"unexpected argument {flag!r}: settings flags look like --training.num_train_epochs 3")
+            raise SettingsError(f"unexpected argument {flag!r}: settings flags look like --section.field VALUE")
         key, has_value, value = flag[2:].partition("=")
         if not has_value:
             if not args:
