@@ -252,6 +252,15 @@ def summary(latencies: list[float], elapsed: float, clients: int, errors: list[s
     }
 
 
+def show(row: dict[str, Any], level: str, unit: str) -> None:
+    """Each level's figures as they come: a run cut off (a device's time limit) still leaves them in its log."""
+    errors = f", {row['errors']} error(s)" if row["errors"] else ""
+    print(
+        f"  {level}: {row['throughput']:.0f} {unit}, p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms{errors}",
+        flush=True,
+    )
+
+
 def bench_server(
     command: list[str],
     cwd: Path,
@@ -277,6 +286,7 @@ def bench_server(
         for clients in levels:
             before = usage(port, process.pid) if workers and Path("/proc/self/stat").exists() else None
             rows.append(load(port, clients, seconds, texts))
+            show(rows[-1], f"{clients} client(s)", "req/s")
             if before is not None:
                 rows[-1]["time_goes"] = where_time_goes(before, usage(port, process.pid), workers)
         return rows
@@ -383,6 +393,7 @@ def bench_raw(command: list[str], devices: list[str], sizes: list[int], cwd: Pat
             row = summary(latencies, elapsed, size, [])
             row.update(batch_size=size, throughput=sum(part["done"] for part in parts) / elapsed)
             rows.append(row)
+            show(row, f"batch {size}", "texts/s")
     finally:
         for worker in workers:
             worker.wait(60)

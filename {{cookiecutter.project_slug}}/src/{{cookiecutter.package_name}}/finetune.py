@@ -47,7 +47,7 @@ from {{ cookiecutter.package_name }}.data import DataError, LabelledSplits, cann
 from {{ cookiecutter.package_name }}.launch import TRAIN_ABOUT, TRAIN_SECTIONS
 from {{ cookiecutter.package_name }}.lifetime import end_with_parent, interrupt_on_sigterm, raise_if_stopping
 from {{ cookiecutter.package_name }}.metrics import compute_metrics
-from {{ cookiecutter.package_name }}.predictor import input_limit
+from {{ cookiecutter.package_name }}.predictor import METRICS_FILE, input_limit
 from {{ cookiecutter.package_name }}.settings import (
     ModelSettings,
     Settings,
@@ -60,7 +60,6 @@ from {{ cookiecutter.package_name }}.settings import (
 
 TENSORBOARD_DIR = "runs"  # under training.output_dir, beside the model (the Trainer's default is inside checkpoints/)
 MODEL_CARD = "README.md"
-METRICS_FILE = "metrics.json"  # written last: a model folder with it is complete
 FULL_DISK_BYTES = 16 * 2**20  # a save that failed with less than this left free failed for want of space
 
 

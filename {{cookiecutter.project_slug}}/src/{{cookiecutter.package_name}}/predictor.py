@@ -29,6 +29,7 @@ WEIGHT_FILES = (
     "model.safetensors.index.json",
     "pytorch_model.bin.index.json",
 )
+METRICS_FILE = "metrics.json"  # the final evaluation, which train-local writes last: a model folder with it is complete
 # Tokenizers without a real limit report this sentinel (int(1e30)) as their model_max_length.
 NO_TOKENIZER_LIMIT = 10**12
 # What `auto` runs on a CPU. int8 would need >= 99.5 % label agreement with fp32 and accuracy within 0.5 points on the

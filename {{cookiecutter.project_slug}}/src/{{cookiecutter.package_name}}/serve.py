@@ -42,6 +42,7 @@ from {{ cookiecutter.package_name }}.lifetime import (
 )
 from {{ cookiecutter.package_name }}.monitoring import BatchMetrics, RequestMetrics, metrics_dir, metrics_response
 from {{ cookiecutter.package_name }}.predictor import (
+    METRICS_FILE,
     ModelDirError,
     Prediction,
     Predictor,
@@ -227,7 +228,7 @@ def model_metadata(settings: Settings, config: PretrainedConfig, device: str, pr
         "max_text_chars": MAX_TEXT_CHARS,
         "max_batch_size": settings.serving.max_batch_size,
         "batch_timeout": settings.serving.batch_timeout,
-        "eval_metrics": read_metrics(settings.serving.model_dir / "metrics.json"),
+        "eval_metrics": read_metrics(settings.serving.model_dir / METRICS_FILE),
     }
 
 
