@@ -3,6 +3,7 @@ loopback port with a model trained by `train-local`: answers, batching under con
 of its OpenAPI schema, and a SIGTERM that leaves no process behind."""
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -611,3 +612,57 @@ def test_kill_9_of_uv_run_serve_leaves_nothing(trained_model: Path, tmp_path: Pa
     running = start_server(trained_model, tmp_path / "serve.log", program=uv_run("serve"))
     assert len(group_members(running.process.pid)) >= 5, group_members(running.process.pid)
     running.stop_cleanly(signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_server_itself_leaves_nothing_holding_the_port(trained_model: Path, tmp_path: Path) -> None:
+    """The OOM killer's way: LitServe's HTTP processes and its manager are forked, not spawned, and end with the server
+    (lifetime.forks_follow_this_process); the port is free for the next start."""
+    running = start_server(trained_model, tmp_path / "serve.log")
+    left = running.stop(signal.SIGKILL)
+    assert not left, f"still running {STOP_TIMEOUT_S} s after SIGKILL: {left}"
+    assert port_is_free(running.port)
+
+
+# The server, with every forward pass held up long enough for a stop to arrive while requests are in flight.
+SLOW_TO_ANSWER = """
+import os
+import time
+from pathlib import Path
+
+import {{ cookiecutter.package_name }}.serve as serve
+
+predict = serve.TextClassifierAPI.predict
+
+
+def slow_predict(self, batch):
+    Path(os.environ["PREDICT_STARTED"]).touch()
+    time.sleep(2)
+    return predict(self, batch)
+
+
+serve.TextClassifierAPI.predict = slow_predict  # at the top: the spawned inference workers run this module too
+
+if __name__ == "__main__":
+    serve.main()
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_pressed_twice_still_answers_the_requests_in_flight(trained_model: Path, tmp_path: Path) -> None:
+    """People press Ctrl-C again when a stop takes a second. The HTTP processes leave Ctrl-C to the server, which
+    stops them once: a second SIGINT of their own would make uvicorn drop the requests it is waiting to answer."""
+    script, started = tmp_path / "slow_to_answer.py", tmp_path / "predict-started"
+    script.write_text(SLOW_TO_ANSWER)
+    env = {"PREDICT_STARTED": str(started)}
+    running = start_server(trained_model, tmp_path / "serve.log", env=env, program=[sys.executable, str(script)])
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        answers = [pool.submit(predict, running, {"text": f"review {i}"}) for i in range(2)]
+        deadline = time.monotonic() + 60
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started.exists(), "no forward pass began"
+        os.killpg(running.process.pid, signal.SIGINT)
+        time.sleep(0.5)
+        running.stop_cleanly(signal.SIGINT, to_group=True)
+        assert [answer.result().status_code for answer in answers] == [200, 200]

@@ -111,6 +111,7 @@ BAD_SETTINGS = {
     "empty-output-dir": (["--training.output_dir", ""], {}, None, "training.output_dir: . is the working directory"),
     "output-dir-above": ([], {"TRAINING__OUTPUT_DIR": ".."}, None, "training.output_dir: .. is the working directory"),
     "env-section-not-json": ([], {"TRAINING": "notjson"}, None, 'error parsing value for field "training"'),
+    "env-unknown-section": ([], {"TRAINNG__EPOCHS": "3"}, None, "_TRAINNG__EPOCHS: no section 'trainng' (sections: "),
 }
 
 

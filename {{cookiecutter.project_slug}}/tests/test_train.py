@@ -90,7 +90,10 @@ def test_a_model_card_and_tensorboard_curves_sit_beside_the_model(trained_model:
     metrics = strict_json(trained_model / "metrics.json")
     card = ModelCard.load(trained_model / "README.md")
     assert f"- Accuracy: {round(metrics['accuracy'], 4)}" in card.text
-    assert f"fine-tuned version of [{tiny_checkpoint.name}]" in card.text  # a local base model, by its folder name
+    # A local base model, by its folder name: no Hub link, no base_model entry (the Hub takes only a Hub id there).
+    assert f"fine-tuned version of the local checkpoint `{tiny_checkpoint.name}` on " in card.text
+    assert "huggingface.co" not in card.text
+    assert "base_model" not in card.data.to_dict()
     assert "- learning_rate: 0.005" in card.text
     assert "Labels, in class-index order: `0`, `1`." in card.text
     events = EventAccumulator(str(trained_model / "runs"))
@@ -368,13 +371,13 @@ def without_credentials(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPat
         ("model-label-mismatch", "classifies into 3 labels but the data has 2"),
         ("label-out-of-range", "labels [2] in column 'label' are outside 0..1"),
         ("empty-dataset", "is empty"),
-        ("empty-text-cell", "data.dataset: row 3 of the train split has no text (an empty 'text' cell)"),
-        ("missing-label-cell", "data.dataset: row 1 of the train split has no label (an empty 'label' cell)"),
+        ("empty-text-cell", "data.dataset: row 4 of the train split has no text (an empty 'text' cell)"),
+        ("missing-label-cell", "data.dataset: row 2 of the train split has no label (an empty 'label' cell)"),
         (
             "numbers-for-texts",
-            "data.text_column: 'text' holds int64 values, not text (row 0 of the train split holds 17)",
+            "data.text_column: 'text' holds int64 values, not text (row 1 of the train split holds 17)",
         ),
-        ("a-number-among-texts", "not text (row 2 of the train split holds 5)"),
+        ("a-number-among-texts", "not text (row 3 of the train split holds 5)"),
         ("hub-dataset-offline", "data.dataset: cannot load 'imdb'"),
         ("hub-checkpoint-offline", "model.checkpoint: cannot load 'distilbert-base-uncased'"),
         ("wandb-without-login", "training.report_to: wandb needs WANDB_API_KEY (or `wandb login`"),

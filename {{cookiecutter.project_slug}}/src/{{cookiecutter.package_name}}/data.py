@@ -114,15 +114,16 @@ def _subset(split: datasets.Dataset, limit: int | None, seed: int) -> datasets.D
 
 
 def _check_cells(split: datasets.Dataset, settings: DataSettings, which: str) -> None:
-    """Every row has a non-empty text and a label; the first that does not is named by its row number."""
+    """Every row has a non-empty text and a label; the first that does not is named by its row number, counted from 1
+    as people count the rows of a file (a CSV header not counted)."""
     texts = pa.chunked_array(split.data.column(settings.text_column))
     if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
-        # Name the first cell that is not text: row 0 for a column of numbers, the odd one in mixed JSON lines.
+        # Name the first cell that is not text: the first row for a column of numbers, the odd one in mixed JSON lines.
         numbered = enumerate(split[settings.text_column])
         row, cell = next(((index, cell) for index, cell in numbered if not isinstance(cell, str)), (0, None))
         raise DataError(
             f"data.text_column: {settings.text_column!r} holds {texts.type} values, not text "
-            f"(row {row} of the {which} split holds {repr(cell)[:40]})"
+            f"(row {row + 1} of the {which} split holds {repr(cell)[:40]})"
         )
     for column, cells, what in (
         (settings.text_column, pc.or_kleene(pc.is_null(texts), pc.equal(pc.utf8_length(texts), 0)), "no text"),
@@ -130,7 +131,7 @@ def _check_cells(split: datasets.Dataset, settings: DataSettings, which: str) ->
     ):
         row = pc.index(pc.fill_null(cells, True), True).as_py()
         if row >= 0:
-            raise DataError(f"data.dataset: row {row} of the {which} split has {what} (an empty {column!r} cell)")
+            raise DataError(f"data.dataset: row {row + 1} of the {which} split has {what} (an empty {column!r} cell)")
 
 
 def _label_names(train: datasets.Dataset, settings: DataSettings) -> list[str]:

@@ -271,10 +271,12 @@ def write_model_card(trainer: Trainer, settings: Settings, label_names: list[str
     """The Trainer's model card (base checkpoint, dataset, hyperparameters, eval results), with the labels and the
     project's description as its intended use, as `folder/README.md`."""
     data, base = settings.data.dataset, settings.model.checkpoint
-    local_data = is_local_reference(data)
+    local_data, local_base = is_local_reference(data), is_local_reference(base)
     trainer.create_model_card(  # written into the Trainer's output folder; local paths appear by their name only
         model_name=settings.training.hub_model_id or settings.training.output_dir.name,
-        finetuned_from=Path(base).name if is_local_reference(base) else base,
+        # A local base has no Hub id: its name would become a huggingface.co link (and a license lookup) to some other
+        # model, and a base_model entry the Hub would reject.
+        finetuned_from=None if local_base else base,
         tasks="text-classification",
         dataset=Path(data).name if local_data else data,
         dataset_tags=None if local_data else data,
@@ -287,6 +289,9 @@ def write_model_card(trainer: Trainer, settings: Settings, label_names: list[str
     labels = ", ".join(f"`{name}`" for name in label_names)
     intended = f"## Intended uses & limitations\n\n{description}\n\nLabels, in class-index order: {labels}.\n"
     card.text = card.text.replace("## Intended uses & limitations\n\nMore information needed\n", intended)
+    if local_base:
+        local = f"This model is a fine-tuned version of the local checkpoint `{Path(base).name}` on "
+        card.text = card.text.replace("This model was trained from scratch on ", local)
     card.save(folder / MODEL_CARD)
 
 

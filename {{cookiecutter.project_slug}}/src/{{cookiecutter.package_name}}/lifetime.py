@@ -94,6 +94,20 @@ def children_ignore_ctrl_c() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
+def forks_follow_this_process() -> None:
+    """Processes forked from this one from now on (LitServe's HTTP servers and its manager) end when it ends and never
+    see Ctrl-C: this process stops them, in order. A terminal sends Ctrl-C to the whole process group, and uvicorn
+    takes a second Ctrl-C (people press it again when a stop takes a second) as leave to drop the requests in flight;
+    an HTTP server that outlived a `kill -9` of this process would keep the port. Spawned processes run no fork hooks:
+    `children_ignore_ctrl_c` and `end_with_parent` cover those."""
+    os.register_at_fork(after_in_child=_follow_parent)
+
+
+def _follow_parent() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # a blocked signal stays pending: never delivered
+    end_with_parent()
+
+
 def hold_stops() -> None:
     """Keep Ctrl-C and SIGTERM pending from now on, across exec, until `release_stops`: the program exec'd next starts
     an interpreter and imports its modules before it can answer a stop in one line (a blocked signal waits; an

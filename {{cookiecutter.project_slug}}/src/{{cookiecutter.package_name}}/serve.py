@@ -36,6 +36,7 @@ from {{ cookiecutter.package_name }}.lifetime import (
     children_ignore_ctrl_c,
     end_with_parent,
     exit_on_interrupt,
+    forks_follow_this_process,
     interrupt_on_sigterm,
     raise_if_stopping,
     stopping,
@@ -439,6 +440,7 @@ def main() -> None:
         raise_if_stopping()  # a stop a finaliser dropped while all this loaded: signals are ignored from then on
     serving = settings.serving
     logging.getLogger("litserve.server").addFilter(QuietMonitorWhenStopping())
+    forks_follow_this_process()
     # Set before the server starts its processes: each one writes its metrics there.
     with metrics_dir():
         try:

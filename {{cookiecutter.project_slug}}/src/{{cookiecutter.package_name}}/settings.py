@@ -311,9 +311,21 @@ def _describe(error: Mapping[str, Any]) -> str:
     return f"{field}: {error['msg'].removeprefix('Value error, ')}{shown}"
 
 
+def check_variable_sections(environ: Mapping[str, str]) -> None:
+    """Every variable with the settings' prefix names a section (or the settings file): pydantic-settings reads only
+    the names it expects, so a misspelt section would be ignored without a word. Raises SettingsError."""
+    known = {CONFIG_ENV, *(f"{ENV_PREFIX}{section}".upper() for section in SECTIONS)}
+    for name in sorted(environ):
+        section = name.upper().split("__", 1)[0]
+        if section.startswith(ENV_PREFIX) and section not in known:
+            shown = ", ".join(SECTIONS)
+            raise SettingsError(f"{name}: no section {section.removeprefix(ENV_PREFIX).lower()!r} (sections: {shown})")
+
+
 def load_settings(argv: Sequence[str] = (), environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from the YAML file, the environment and `argv` flags; raises SettingsError."""
     environ = os.environ if environ is None else environ
+    check_variable_sections(environ)
     config, overrides = parse_flags(argv)
     path = config or Path(environ.get(CONFIG_ENV, DEFAULT_CONFIG))
     settings_class = _settings_with_file(_read_yaml(path))
