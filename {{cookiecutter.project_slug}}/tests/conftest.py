@@ -100,7 +100,10 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """Whether a new server could listen on the port, bound as servers bind (SO_REUSEADDR, as uvicorn and serve's own
+    check do): nothing listens there, though connections a stop closed may linger on it for a minute (TIME_WAIT)."""
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
