@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import datasets
 import huggingface_hub.constants
 import mlflow
 import pytest
@@ -18,6 +19,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from {{ cookiecutter.package_name }} import checkpoints, lifetime
+from {{ cookiecutter.package_name }}.data import cannot_load
 from {{ cookiecutter.package_name }}.finetune import PreflightError, preflight, train, training_arguments
 from {{ cookiecutter.package_name }}.settings import SettingsError, load_settings
 
@@ -240,6 +242,31 @@ def test_an_interrupted_run_resumes_and_one_with_other_settings_is_refused(
     assert [(entry["step"], entry["eval_accuracy"]) for entry in evaluations(tmp_path)] == [(260, metrics["accuracy"])]
 
 
+def test_a_resumed_run_reports_the_train_loss_of_the_whole_run(
+    tiny_checkpoint: Path, review_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resumed from a middle checkpoint or from the last one (a run stopped while saving its final model: no step left
+    to train), a run reports the train loss the same run reports when it is not stopped: the mean over all its steps,
+    not over the steps since the resume (the Trainer's own figure, and 0 with none)."""
+    monkeypatch.chdir(PROJECT)
+    flags = [
+        "--data.max_train_samples", "192", "--training.num_train_epochs", "1",  # 12 steps of 16
+        "--training.logging_steps", "2", "--training.save_strategy", "steps", "--training.save_steps", "4",
+        "--training.save_total_limit", "3", "--training.eval_strategy", "no",
+    ]  # fmt: skip
+    whole = train(load_settings(train_flags(tiny_checkpoint, review_data, tmp_path / "whole", *flags), environ={}))
+    assert whole["global_step"] == 12
+    for step in (8, 12):
+        whole_run, output = tmp_path / "whole" / checkpoints.CHECKPOINTS, tmp_path / f"from-{step}"
+        kept = output / checkpoints.CHECKPOINTS  # that checkpoint alone, in a run not marked finished
+        shutil.copytree(whole_run / f"checkpoint-{step}", kept / f"checkpoint-{step}")
+        run_record = json.loads((whole_run / checkpoints.RUN_FILE).read_text())
+        (kept / checkpoints.RUN_FILE).write_text(json.dumps({**run_record, "finished": False}))
+        resumed = train(load_settings(train_flags(tiny_checkpoint, review_data, output, *flags), environ={}))
+        assert (resumed["resumed_from_step"], resumed["global_step"]) == (step, 12)
+        assert resumed["train_loss"] == pytest.approx(whole["train_loss"], rel=1e-4), step
+
+
 def fake_run(output: Path, steps: list[int], record: dict[str, Any] | None) -> Path:
     """Complete-looking checkpoints at `steps` under output/checkpoints, and their run.json (none: no record)."""
     folder = output / checkpoints.CHECKPOINTS
@@ -336,15 +363,33 @@ BAD_FLAGS = {
     "unknown-split": ["--data.eval_split", "validation"],
     "missing-text-column": ["--data.text_column", "review"],
     "hub-dataset-offline": ["--data.dataset", "imdb"],
+    "relative-missing-dataset": ["--data.dataset", "./no-such-reviews"],
     "hub-checkpoint-offline": ["--model.checkpoint", "distilbert-base-uncased"],
     "wandb-without-login": ["--training.report_to", "wandb"],
     "push-offline": ["--training.push_to_hub", "true"],
     "push-without-token": ["--training.push_to_hub", "true"],
 }
-HUB_HINT = (
-    "the Hugging Face Hub is not reachable: give a local path, e.g. --{field} ./path; or set "
-    "HF_HUB_OFFLINE=1 when it is in the Hugging Face cache; or HF_ENDPOINT=<url> for a mirror"
+HUB_HINT = (  # the tests run with HF_HUB_OFFLINE=1, as a user whose machine has no Hub
+    "offline mode is on and it is not in the Hugging Face cache: give a local path, e.g. --{field} ./path; "
+    "or run once with HF_HUB_OFFLINE unset to download it"
 )
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_the_hint_for_a_hub_name_that_cannot_load_fits_the_offline_switch(
+    offline: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Offline mode on: the name is not in the cache, and saying "set HF_HUB_OFFLINE=1" would send the user in a
+    circle. Off: the Hub itself did not answer."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", offline)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", offline)
+    for field, name in (("model.checkpoint", "distilbert-base-uncased"), ("data.dataset", "imdb")):
+        line = cannot_load(field, name, OSError("We couldn't connect to 'https://huggingface.co' to load the files"))
+        assert line.startswith(f"{field}: cannot load {name!r}: We couldn't connect"), line
+        assert ("HF_HUB_OFFLINE unset" in line) is offline, line
+        assert ("set HF_HUB_OFFLINE=1 when it is in the Hugging Face cache" in line) is not offline, line
+        assert f"--{field} ./path" in line
+    assert cannot_load("data.dataset", "./reviews", OSError("connection reset")).endswith("connection reset")
 
 
 def without_credentials(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -365,6 +410,8 @@ def without_credentials(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     ("case", "expected"),
     [
         ("missing-dataset", "data.dataset: local path"),
+        ("relative-missing-dataset", "data.dataset: local path ./no-such-reviews does not exist"),  # as typed
+        ("malformed-csv", "train.csv': Error tokenizing data. C error: Expected 2 fields in line 3, saw 3"),
         ("missing-checkpoint-and-dataset", "model.checkpoint: local path /no/such/model does not exist; data.dataset:"),
         ("unknown-split", "data.eval_split: unknown split 'validation'; the dataset has: train, test"),
         ("missing-text-column", "data.text_column: no column 'review'"),
@@ -416,6 +463,10 @@ def test_input_problems_are_found_before_anything_is_written(
         data.parent.mkdir()
         rows = [{"text": "fine", "label": 0}, {"text": "good", "label": 1}, {"text": 5, "label": 0}] * 5
         data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    elif case == "malformed-csv":  # the parser's reason, not datasets' "An error occurred while generating"
+        data = tmp_path / "ragged" / "train.csv"
+        data.parent.mkdir()
+        data.write_text("text,label\nfine,0\ngood,1,extra\nodd,1\n")
     elif case == "missing-label-cell":
         data = tmp_path / "holes" / "train.csv"
         data.parent.mkdir()

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import huggingface_hub.constants
 import pyarrow as pa
 import pyarrow.compute as pc
 from transformers import PreTrainedTokenizerBase
@@ -23,14 +24,21 @@ class DataError(Exception):
 
 
 def cannot_load(field: str, reference: str, error: Exception) -> str:
-    """`field: cannot load 'x': reason`, and what to do when the reason is an unreachable Hub."""
+    """`field: cannot load 'x': reason`, and what to do when the reason is an unreachable Hub or offline mode."""
     message = f"{field}: cannot load {reference!r}: {first_line(error)}"
-    if not is_local_reference(reference) and any(word in str(error).lower() for word in HUB_UNREACHABLE):
-        message += (
-            f" (the Hugging Face Hub is not reachable: give a local path, e.g. --{field} ./path; or set "
-            "HF_HUB_OFFLINE=1 when it is in the Hugging Face cache; or HF_ENDPOINT=<url> for a mirror)"
+    if is_local_reference(reference) or not any(word in str(error).lower() for word in HUB_UNREACHABLE):
+        return message
+    # datasets has its own switch (HF_DATASETS_OFFLINE, else HF_HUB_OFFLINE); transformers reads the Hub's
+    offline = datasets.config.HF_HUB_OFFLINE if field.startswith("data.") else huggingface_hub.constants.HF_HUB_OFFLINE
+    if offline:
+        return message + (
+            f" (offline mode is on and it is not in the Hugging Face cache: give a local path, e.g. --{field} ./path; "
+            "or run once with HF_HUB_OFFLINE unset to download it)"
         )
-    return message
+    return message + (
+        f" (the Hugging Face Hub is not reachable: give a local path, e.g. --{field} ./path; or set "
+        "HF_HUB_OFFLINE=1 when it is in the Hugging Face cache; or HF_ENDPOINT=<url> for a mirror)"
+    )
 
 
 @dataclass(frozen=True)
@@ -40,9 +48,10 @@ class LabelledSplits:
     label_names: list[str]
 
 
-def _load_local(path: Path) -> datasets.DatasetDict:
+def _load_local(reference: str) -> datasets.DatasetDict:
+    path = Path(reference).expanduser()
     if not path.exists():
-        raise DataError(f"data.dataset: local path {path} does not exist")
+        raise DataError(f"data.dataset: local path {reference} does not exist")  # as the person wrote it
     if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
         loaded = datasets.load_from_disk(str(path))  # a save_to_disk folder
         return loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict({"train": loaded})
@@ -50,7 +59,7 @@ def _load_local(path: Path) -> datasets.DatasetDict:
         return _as_dict(datasets.load_dataset(str(path)))  # splits from file names: train.csv, test.csv, ...
     builder = BUILDERS.get(path.suffix.lower())
     if builder is None:
-        raise DataError(f"data.dataset: {path} is not a {', '.join(BUILDERS)} file or a dataset folder")
+        raise DataError(f"data.dataset: {reference} is not a {', '.join(BUILDERS)} file or a dataset folder")
     return _as_dict(datasets.load_dataset(builder, data_files={"train": str(path)}))
 
 
@@ -64,13 +73,15 @@ def load_splits(settings: DataSettings) -> datasets.DatasetDict:
     """All splits of the dataset, from a local path or the Hugging Face Hub."""
     try:
         if is_local_reference(settings.dataset):
-            return _load_local(Path(settings.dataset).expanduser())
+            return _load_local(settings.dataset)
         return _as_dict(datasets.load_dataset(settings.dataset, settings.config_name))
     except DataError:
         raise
     except Exception as error:  # datasets raises many types; the person needs the dataset and the reason
         if "corresponds to no data" in str(error):  # datasets' words for a file with a header and no rows
             raise DataError(f"data.dataset: {settings.dataset!r} is empty: it has no rows") from error
+        if isinstance(error, datasets.exceptions.DatasetGenerationError) and error.__cause__:
+            error = error.__cause__  # the parser's reason (a malformed CSV or JSON line), not "an error occurred"
         raise DataError(cannot_load("data.dataset", settings.dataset, error)) from error
 
 

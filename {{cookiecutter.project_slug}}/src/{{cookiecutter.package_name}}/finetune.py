@@ -326,6 +326,24 @@ def final_evaluation(trainer: Trainer) -> dict[str, float]:
     return trainer.evaluate()
 
 
+def run_train_loss(
+    log_history: list[dict[str, Any]], resume_step: int, call_loss: float, global_step: int
+) -> float | None:
+    """The mean training loss over the whole run. The Trainer's own figure covers only the steps of this call (0 when a
+    run resumed from its last checkpoint trains none); the losses logged before the resume are in the log history the
+    checkpoint restored, each the mean over the steps since the previous one. None: no step's loss is known."""
+    total, steps, previous = 0.0, 0, 0
+    for entry in log_history:
+        if "loss" in entry and entry["step"] <= resume_step:
+            total += entry["loss"] * (entry["step"] - previous)
+            steps += entry["step"] - previous
+            previous = entry["step"]
+    trained_now = global_step - resume_step
+    total += call_loss * trained_now
+    steps += trained_now
+    return total / steps if steps else None
+
+
 def build_trainer(
     model: PreTrainedModel,
     args: TrainingArguments,
@@ -376,12 +394,14 @@ def train(settings: Settings) -> dict[str, Any]:
         result = trainer.train(resume_from_checkpoint=str(plan.resume_from) if plan.resume_from else None)
         evaluation = final_evaluation(trainer)
     raise_if_stopping()  # nothing is saved after a stop, even one the last steps dropped
-    for key, value in (("train loss", result.training_loss), ("eval loss", evaluation.get("eval_loss", 0.0))):
+    state = trainer.state
+    train_loss = run_train_loss(state.log_history, plan.resume_step, result.training_loss, state.global_step)
+    for key, value in (("train loss", train_loss or 0.0), ("eval loss", evaluation.get("eval_loss", 0.0))):
         if not math.isfinite(value):
             raise DivergedError(f"the {key} is {value}")
     metrics: dict[str, Any] = {
-        "train_loss": result.training_loss,
-        "global_step": trainer.state.global_step,
+        "train_loss": train_loss,
+        "global_step": state.global_step,
         "resumed_from_step": plan.resume_step,
         "label_names": inputs.splits.label_names,
         "train_samples": len(train_set),
