@@ -649,20 +649,28 @@ if __name__ == "__main__":
 
 
 @pytest.mark.slow
-def test_ctrl_c_pressed_twice_still_answers_the_requests_in_flight(trained_model: Path, tmp_path: Path) -> None:
-    """People press Ctrl-C again when a stop takes a second. The HTTP processes leave Ctrl-C to the server, which
-    stops them once: a second SIGINT of their own would make uvicorn drop the requests it is waiting to answer."""
+@pytest.mark.parametrize("stop", ["ctrl-c-twice", "sigterm-to-every-process"])
+def test_a_stop_sent_to_every_process_still_answers_the_requests_in_flight(
+    stop: str, trained_model: Path, tmp_path: Path
+) -> None:
+    """People press Ctrl-C again when a stop takes a second; systemd (KillMode=control-group, its default), supervisord
+    (stopasgroup) and `kill -- -<group>` send SIGTERM to every process at once. The HTTP processes, the inference
+    workers and LitServe's manager leave both to the server, which stops them in order: a second SIGINT of their own
+    would make uvicorn drop the requests it is waiting to answer, and a worker or manager that ends at once leaves them
+    unanswered (500 after the grace period, and a traceback)."""
     script, started = tmp_path / "slow_to_answer.py", tmp_path / "predict-started"
     script.write_text(SLOW_TO_ANSWER)
     env = {"PREDICT_STARTED": str(started)}
     running = start_server(trained_model, tmp_path / "serve.log", env=env, program=[sys.executable, str(script)])
+    signum = signal.SIGINT if stop == "ctrl-c-twice" else signal.SIGTERM
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         answers = [pool.submit(predict, running, {"text": f"review {i}"}) for i in range(2)]
         deadline = time.monotonic() + 60
         while not started.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert started.exists(), "no forward pass began"
-        os.killpg(running.process.pid, signal.SIGINT)
-        time.sleep(0.5)
-        running.stop_cleanly(signal.SIGINT, to_group=True)
+        if stop == "ctrl-c-twice":
+            os.killpg(running.process.pid, signal.SIGINT)
+            time.sleep(0.5)
+        running.stop_cleanly(signum, to_group=True)
         assert [answer.result().status_code for answer in answers] == [200, 200]

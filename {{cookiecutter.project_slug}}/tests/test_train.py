@@ -563,13 +563,13 @@ def test_a_ctrl_c_held_over_the_exec_is_one_line_and_writes_nothing(
     assert not output.exists()
 
 
-CTRL_C_WHILE_CHILDREN_START = """
-import os, signal
-from {{ cookiecutter.package_name }}.lifetime import children_ignore_ctrl_c, interrupt_on_sigterm
-interrupt_on_sigterm()
+STOP_WHILE_CHILDREN_START = """
+import os, signal, sys
+from {{ cookiecutter.package_name }} import lifetime
+lifetime.interrupt_on_sigterm()
 try:
-    with children_ignore_ctrl_c():
-        os.kill(os.getpid(), signal.SIGINT)
+    with lifetime.children_leave_stops_to_this_process():
+        os.kill(os.getpid(), getattr(signal, sys.argv[1]))
         print("inside")
     print("lost")
 except KeyboardInterrupt:
@@ -577,9 +577,11 @@ except KeyboardInterrupt:
 """
 
 
-def test_a_ctrl_c_while_children_start_is_held_not_lost() -> None:
-    """serve starts its inference workers inside children_ignore_ctrl_c: a Ctrl-C then must still stop the server."""
-    done = run(sys.executable, "-c", CTRL_C_WHILE_CHILDREN_START)
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_a_stop_while_children_start_is_held_not_lost(stop: str) -> None:
+    """serve starts its inference workers inside children_leave_stops_to_this_process: a Ctrl-C or SIGTERM then must
+    still stop the server."""
+    done = run(sys.executable, "-c", STOP_WHILE_CHILDREN_START, stop)
     assert done.stdout.splitlines() == ["inside", "raised as the block ended"], done.stderr
 
 

@@ -14,6 +14,7 @@ import ctypes
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from types import FrameType
 
@@ -22,15 +23,15 @@ STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 _stopping = False  # set by the first Ctrl-C or SIGTERM that `interrupt_on_sigterm`'s handler receives
 
 
-def end_with_parent() -> None:
-    """SIGTERM to this process when its parent ends (Linux; elsewhere nothing). Inherited across exec, not fork."""
+def end_with_parent(signum: int = signal.SIGTERM) -> None:
+    """`signum` to this process when its parent ends (Linux; elsewhere nothing). Kept across exec, not fork."""
     if not sys.platform.startswith("linux"):
         return
     parent = os.getppid()
-    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum) != 0:
         return  # best effort: the signals that can be forwarded still are
     if os.getppid() != parent:  # the parent ended before the request took hold
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signum)
 
 
 def interrupt_on_sigterm() -> None:
@@ -79,33 +80,57 @@ def exit_on_interrupt(when: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def children_ignore_ctrl_c() -> Iterator[None]:
-    """Processes started inside the block ignore Ctrl-C (SIGINT) for life: an ignored signal stays ignored across exec,
-    and Python then installs no handler of its own. For workers this process stops itself: a terminal sends Ctrl-C to
-    the whole process group, and a worker still importing torch would answer it with a traceback. Call it from the
-    main thread. A Ctrl-C to this process inside the block is held (Linux queues a blocked signal even while it is
-    ignored) and raised as the block ends; the children keep SIGINT blocked as well as ignored."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+def children_leave_stops_to_this_process() -> Iterator[None]:
+    """Processes started inside the block ignore Ctrl-C (SIGINT) and SIGTERM for life: an ignored signal stays ignored
+    across exec, and Python then installs no handler of its own. For workers this process stops itself, in order (it
+    kills them; see end_with_parent for when it dies first): a terminal sends Ctrl-C to the whole process group, and a
+    worker still importing torch would answer it with a traceback; a service manager that sends SIGTERM to every
+    process at once (systemd's default KillMode, supervisord's stopasgroup) would end a worker before the requests it
+    holds are answered. Call it from the main thread. A stop sent to this process inside the block is held (Linux
+    queues a blocked signal even while it is ignored) and raised as the block ends."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+def _sigterm_from_parent_only() -> None:
+    """From now on SIGTERM reaches this process only when its parent sends it or is gone (end_with_parent); one from
+    anyone else is ignored, since the parent stops its children in order (children_leave_stops_to_this_process says
+    why). SIGTERM must be blocked in every thread already, as it is in a child just forked (forks_follow_this_process):
+    a thread waits for it, reads who sent it, and lets the parent's through to this process (to its handler, or to the
+    default: the end)."""
+    parent = os.getppid()
+    threading.Thread(target=_pass_on_parents_sigterm, args=(parent,), name="sigterm-from-parent", daemon=True).start()
+
+
+def _pass_on_parents_sigterm(parent: int) -> None:
+    while True:
+        sender = signal.sigwaitinfo({signal.SIGTERM}).si_pid
+        if sender in (parent, os.getpid()) or os.getppid() != parent:
+            # This thread alone lets it through: raised here, the signal is handled (or ends the process) at once.
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+            signal.raise_signal(signal.SIGTERM)
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 
 
 def forks_follow_this_process() -> None:
-    """Processes forked from this one from now on (LitServe's HTTP servers and its manager) end when it ends and never
-    see Ctrl-C: this process stops them, in order. A terminal sends Ctrl-C to the whole process group, and uvicorn
-    takes a second Ctrl-C (people press it again when a stop takes a second) as leave to drop the requests in flight;
-    an HTTP server that outlived a `kill -9` of this process would keep the port. Spawned processes run no fork hooks:
-    `children_ignore_ctrl_c` and `end_with_parent` cover those."""
+    """Processes forked from this one from now on (LitServe's HTTP servers and its manager) end when it ends, never see
+    Ctrl-C and take SIGTERM from it alone: this process stops them, in order. A terminal sends Ctrl-C to the whole
+    process group, and uvicorn takes a second Ctrl-C (people press it again when a stop takes a second) as leave to drop
+    the requests in flight; an HTTP server that outlived a `kill -9` of this process would keep the port. Spawned
+    processes run no fork hooks: `children_leave_stops_to_this_process` and `end_with_parent` cover those."""
     os.register_at_fork(after_in_child=_follow_parent)
 
 
 def _follow_parent() -> None:
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # a blocked signal stays pending: never delivered
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # a blocked SIGINT stays pending: never delivered
     end_with_parent()
+    _sigterm_from_parent_only()
 
 
 def hold_stops() -> None:

@@ -13,10 +13,12 @@ import logging
 import math
 import multiprocessing
 import os
+import signal
 import socket
 import sys
 import time
 from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,7 +35,7 @@ from transformers.utils import logging as transformers_logging
 
 from {{ cookiecutter.package_name }}.launch import SERVE_ABOUT, SERVE_SECTIONS, SERVE_STARTING
 from {{ cookiecutter.package_name }}.lifetime import (
-    children_ignore_ctrl_c,
+    children_leave_stops_to_this_process,
     end_with_parent,
     exit_on_interrupt,
     forks_follow_this_process,
@@ -172,9 +174,9 @@ class TextClassifierAPI(ls.LitAPI):  # type: ignore[misc]  # LitAPI is untyped (
     def setup(self, device: str) -> None:
         # LitServe picks the device (`cpu`, `cuda:0`, ...) from serving.device and workers_per_device.
         if multiprocessing.parent_process() is not None:  # in LitServe's worker process, not called in-process
-            # A worker ends with the server: when the server is killed outright (end_with_parent), and when the server
-            # stops it. It leaves Ctrl-C to the server from its start (TextClassifierServer.launch_inference_worker).
-            end_with_parent()
+            # A worker ignores Ctrl-C and SIGTERM from its start (launch_inference_worker): the server kills it, after
+            # the requests in flight are answered, and the kernel kills it when the server is killed outright.
+            end_with_parent(signal.SIGKILL)
             # No weight-loading bar: one per worker in the server's log, and its tqdm lock is a semaphore that a worker
             # stopped by LitServe never releases (the resource tracker then warns of leaked semaphores at every stop).
             transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # unannotated in transformers
@@ -332,15 +334,30 @@ class QuietMonitorWhenStopping(logging.Filter):
 
 
 class TextClassifierServer(ls.LitServer):  # type: ignore[misc]  # LitServer is untyped (Any), as LitAPI is
-    """LitServer whose inference workers leave Ctrl-C to this process, which stops them; LitServe would restart a
-    worker from its monitor thread, where no signal disposition can be set, but worker restarts are off here."""
+    """LitServer whose inference workers leave Ctrl-C and SIGTERM to this process, which stops them once the HTTP
+    processes have answered the requests in flight; LitServe would restart a worker from its monitor thread, where no
+    signal disposition can be set, but worker restarts are off here."""
 
     started = False  # a worker has loaded the model and the HTTP side is starting: a stop now is no longer early
+    inference_workers: list[BaseProcess]  # set by LitServer.run
 
     def launch_inference_worker(self, lit_api: ls.LitAPI) -> list[multiprocessing.Process]:
-        with children_ignore_ctrl_c():
+        with children_leave_stops_to_this_process():
             processes: list[multiprocessing.Process] = super().launch_inference_worker(lit_api)
         return processes
+
+    def _perform_graceful_shutdown(
+        self, manager: Any, uvicorn_workers: dict[str, Any], shutdown_reason: str = "normal"
+    ) -> None:
+        """LitServe's stop (a private step of LitServer.run, at its locked version), in order: the HTTP processes answer
+        the requests in flight (all at once, not one after the other), then the workers, which ignore SIGTERM, are
+        killed, then LitServe closes the rest (the manager last). The stop tests fail if LitServe stops calling it."""
+        http = {name: worker for name, worker in uvicorn_workers.items() if isinstance(worker, BaseProcess)}
+        stop_processes(list(http.values()), self.uvicorn_graceful_timeout)
+        stop_processes(self.inference_workers, 0)  # nothing left to answer
+        self.inference_workers = []
+        threads = {name: worker for name, worker in uvicorn_workers.items() if name not in http}
+        super()._perform_graceful_shutdown(manager, threads, shutdown_reason)
 
     def verify_worker_status(self) -> None:
         """LitServe's wait for the first worker to load the model, which also ends at a stop whose KeyboardInterrupt
@@ -409,21 +426,26 @@ def build_server(settings: Settings) -> TextClassifierServer:
     return server
 
 
+def stop_processes(processes: list[BaseProcess], grace_s: float) -> None:
+    """Terminate them all, then kill those still alive after `grace_s`."""
+    for process in processes:
+        process.terminate()
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join(1)
+
+
 def stop_children(grace_s: float) -> None:
-    """Terminate, then after `grace_s` kill, every child process still alive (e.g. a signal arrived while the model was
-    loading): the inference workers first, LitServe's manager process last, since a worker that outlived the manager
-    would lose its queues mid-call and print a traceback."""
+    """Stop every child process still alive (e.g. a signal arrived while the model was loading): the inference workers
+    first, LitServe's manager process last, since a worker that outlived the manager would lose its queues mid-call and
+    print a traceback."""
     children = multiprocessing.active_children()
     managers = [child for child in children if child.name.startswith("SyncManager")]  # multiprocessing's naming
-    for group in ([child for child in children if child not in managers], managers):
-        for child in group:
-            child.terminate()
-        deadline = time.monotonic() + grace_s
-        for child in group:
-            child.join(max(0.0, deadline - time.monotonic()))
-            if child.is_alive():
-                child.kill()
-                child.join(1)
+    stop_processes([child for child in children if child not in managers], grace_s)
+    stop_processes(managers, grace_s)
 
 
 def main() -> None:
@@ -449,8 +471,8 @@ def main() -> None:
         except KeyboardInterrupt:
             pass
         finally:
-            # Before the server started, no request waits for an answer: a worker that ignores SIGTERM (one spawned
-            # after a stop whose KeyboardInterrupt was dropped, with the handler's SIG_IGN) is not waited for.
+            # Before the server started, no request waits for an answer: the workers, which ignore SIGTERM, are
+            # killed at once.
             stop_children(SHUTDOWN_GRACE_S if server.started else 0)
     if not server.started:  # stopped while the workers loaded the model
         print(f"\nerror: interrupted {SERVE_STARTING}", file=sys.stderr)
