@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import json
+import multiprocessing
 import os
 import re
 import shutil
@@ -29,11 +30,13 @@ from pydantic import ValidationError
 from {{ cookiecutter.package_name }}.predictor import ModelDirError, check_finite_weights
 from {{ cookiecutter.package_name }}.serve import (
     LIMITS,
+    SHUTDOWN_GRACE_S,
     Answer,
     BatchPredictResponse,
     PredictRequest,
     PredictResponse,
     TextClassifierAPI,
+    stop_processes,
     worker_layout,
 )
 
@@ -646,6 +649,31 @@ serve.TextClassifierAPI.predict = slow_predict  # at the top: the spawned infere
 if __name__ == "__main__":
     serve.main()
 """
+
+
+def stops_at_the_second_sigterm(ready: Any) -> None:
+    """A child whose first SIGTERM is lost, as one is when it arrives while a stray SIGTERM is still pending."""
+    received = []
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        received.append(signum)
+        if len(received) == 2:
+            os._exit(0)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    ready.set()
+    while True:
+        time.sleep(0.01)
+
+
+def test_stopping_children_asks_again_when_a_sigterm_is_lost() -> None:
+    context = multiprocessing.get_context("spawn")  # not fork: pytest runs threads by now
+    ready = context.Event()
+    child = context.Process(target=stops_at_the_second_sigterm, args=(ready,))
+    child.start()
+    assert ready.wait(30)
+    stop_processes([child], grace_s=SHUTDOWN_GRACE_S)
+    assert child.exitcode == 0, "killed at the end of the grace period: the second SIGTERM never came"
 
 
 @pytest.mark.slow

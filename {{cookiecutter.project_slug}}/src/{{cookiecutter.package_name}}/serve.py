@@ -18,6 +18,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
+from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Annotated, Any
@@ -59,6 +60,7 @@ from {{ cookiecutter.package_name }}.settings import Precision, Settings, settin
 
 MAX_TEXT_CHARS = 100_000  # far beyond any model's max_length; bounds the tokenizer's work per text
 SHUTDOWN_GRACE_S = 5  # in-flight requests get this long after SIGTERM; docker stop waits 10 s before SIGKILL
+RESEND_SIGTERM_S = 0.5  # a child still alive is sent SIGTERM again this often while it has time (stop_processes)
 ECHO_CHARS = 40  # a 422 shows this much of the offending input, not the whole request back
 
 
@@ -427,15 +429,17 @@ def build_server(settings: Settings) -> TextClassifierServer:
 
 
 def stop_processes(processes: list[BaseProcess], grace_s: float) -> None:
-    """Terminate them all, then kill those still alive after `grace_s`."""
-    for process in processes:
-        process.terminate()
+    """Terminate them all, again every RESEND_SIGTERM_S, then kill those still alive after `grace_s`. A child that
+    takes SIGTERM from this process alone (forks_follow_this_process) loses ours when it arrives while a stray one is
+    still pending: Linux keeps one pending SIGTERM, not two, and the child reads the stray's sender."""
     deadline = time.monotonic() + grace_s
-    for process in processes:
-        process.join(max(0.0, deadline - time.monotonic()))
-        if process.is_alive():
-            process.kill()
-            process.join(1)
+    while (alive := [process for process in processes if process.is_alive()]) and time.monotonic() < deadline:
+        for process in alive:
+            process.terminate()
+        wait([process.sentinel for process in alive], timeout=min(RESEND_SIGTERM_S, deadline - time.monotonic()))
+    for process in alive:
+        process.kill()
+        process.join(1)
 
 
 def stop_children(grace_s: float) -> None:
