@@ -406,12 +406,58 @@ def without_credentials(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPat
         monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
 
 
+def write_bad_data(case: str, tmp_path: Path, review_data: Path) -> Path:
+    """The dataset of each input-problem case, one file or a folder of them; the review data for the other cases."""
+    jsonl = ['{"text": "fine", "label": 0}', '{"text": "good", "label": 1}', '{"text": "odd", "label": '] * 5
+    numbers_among_texts = [{"text": "fine", "label": 0}, {"text": "good", "label": 1}, {"text": 5, "label": 0}] * 5
+    one_file = {
+        "malformed-csv": ("train.csv", "text,label\nfine,0\ngood,1,extra\nodd,1\n"),
+        "missing-label-cell": ("train.csv", "text,label\nfine,0\ngood,\nodd,1\nbad,0\n"),
+        # JSON lines keep the number a number
+        "a-number-among-texts": ("train.jsonl", "".join(json.dumps(row) + "\n" for row in numbers_among_texts)),
+    }
+    reviews = (review_data / "train.csv").read_text()
+    folder_of_files = {
+        "malformed-csv-in-a-folder": {"train.csv": reviews, "test.csv": "text,label\nfine,0\ngood,1,extra\n"},
+        "files-with-other-columns": {"train.csv": reviews, "test.csv": "text,label,source\nfine,0,web\n"},
+        "malformed-json-line": {"train.jsonl": "\n".join(jsonl) + "\n", "test.jsonl": jsonl[0] + "\n"},
+        "empty-json-file": {"train.jsonl": "", "test.jsonl": jsonl[0] + "\n"},
+    }
+    csv_rows: dict[str, list[tuple[str, int]]] = {
+        "label-out-of-range": [("fine", 0), ("good", 1), ("odd", 2)] * 5,
+        "empty-dataset": [],
+        "empty-text-cell": [("fine", 0), ("good", 1), ("odd", 0), ("", 1)] * 5,
+        "numbers-for-texts": [("17", 0), ("42", 1)] * 5,
+    }
+    folder = tmp_path / case
+    if case in ("missing-dataset", "missing-checkpoint-and-dataset"):
+        return tmp_path / "nope"
+    if case in csv_rows:
+        return write_csv(folder / "train.csv", csv_rows[case])
+    if case in one_file:
+        name, text = one_file[case]
+        folder.mkdir()
+        (folder / name).write_text(text)
+        return folder / name
+    if case in folder_of_files:
+        folder.mkdir()
+        for name, text in folder_of_files[case].items():
+            (folder / name).write_text(text)
+        return folder
+    return review_data
+
+
 @pytest.mark.parametrize(
     ("case", "expected"),
     [
         ("missing-dataset", "data.dataset: local path"),
         ("relative-missing-dataset", "data.dataset: local path ./no-such-reviews does not exist"),  # as typed
         ("malformed-csv", "train.csv': Error tokenizing data. C error: Expected 2 fields in line 3, saw 3"),
+        # in a folder, the file; in JSON lines, the line (the parsers name neither)
+        ("malformed-csv-in-a-folder", "': test.csv: Error tokenizing data. C error: Expected 2 fields in line 3"),
+        ("malformed-json-line", "': train.jsonl: line 3: Expecting value (column 26)"),
+        ("empty-json-file", "': train.jsonl: the file is empty"),
+        ("files-with-other-columns", "differ in columns: there are 1 new columns ({'source'})"),
         ("missing-checkpoint-and-dataset", "model.checkpoint: local path /no/such/model does not exist; data.dataset:"),
         ("unknown-split", "data.eval_split: unknown split 'validation'; the dataset has: train, test"),
         ("missing-text-column", "data.text_column: no column 'review'"),
@@ -442,35 +488,14 @@ def test_input_problems_are_found_before_anything_is_written(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """In process (each command start costs seconds): the same preflight train-local runs before it writes."""
-    checkpoint, data, extra = tiny_checkpoint, review_data, BAD_FLAGS.get(case, [])
-    if case == "missing-dataset":
-        data = tmp_path / "nope"
-    elif case == "missing-checkpoint-and-dataset":
-        checkpoint, data = Path("/no/such/model"), tmp_path / "nope"
+    checkpoint, extra = tiny_checkpoint, BAD_FLAGS.get(case, [])
+    data = write_bad_data(case, tmp_path, review_data)
+    if case == "missing-checkpoint-and-dataset":
+        checkpoint = Path("/no/such/model")
     elif case == "model-label-mismatch":
         checkpoint = three_label_checkpoint
     elif case == "label-out-of-range":
-        data = write_csv(tmp_path / "bad" / "train.csv", [("fine", 0), ("good", 1), ("odd", 2)] * 5)
         extra = ["--data.label_names", '["neg", "pos"]']
-    elif case == "empty-dataset":
-        data = write_csv(tmp_path / "empty" / "train.csv", [])
-    elif case == "empty-text-cell":
-        data = write_csv(tmp_path / "holes" / "train.csv", [("fine", 0), ("good", 1), ("odd", 0), ("", 1)] * 5)
-    elif case == "numbers-for-texts":
-        data = write_csv(tmp_path / "numbers" / "train.csv", [("17", 0), ("42", 1)] * 5)
-    elif case == "a-number-among-texts":  # JSON lines keep the number a number
-        data = tmp_path / "mixed" / "train.jsonl"
-        data.parent.mkdir()
-        rows = [{"text": "fine", "label": 0}, {"text": "good", "label": 1}, {"text": 5, "label": 0}] * 5
-        data.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    elif case == "malformed-csv":  # the parser's reason, not datasets' "An error occurred while generating"
-        data = tmp_path / "ragged" / "train.csv"
-        data.parent.mkdir()
-        data.write_text("text,label\nfine,0\ngood,1,extra\nodd,1\n")
-    elif case == "missing-label-cell":
-        data = tmp_path / "holes" / "train.csv"
-        data.parent.mkdir()
-        data.write_text("text,label\nfine,0\ngood,\nodd,1\nbad,0\n")
     output = tmp_path / "out"
     monkeypatch.chdir(PROJECT)
     without_credentials(case, tmp_path, monkeypatch)
@@ -498,10 +523,12 @@ def test_max_length_beyond_the_checkpoint_is_cut_to_its_limit_with_a_note(
     assert "note: model.max_length 1024 is beyond the checkpoint's 64: using 64" in capsys.readouterr().err
 
 
-def test_train_local_reports_input_problems_in_one_line_and_writes_nothing(tmp_path: Path) -> None:
-    output = tmp_path / "out"
-    line = one_error_line(run("train-local", *train_flags(Path("/no/such/model"), tmp_path / "nope", output)))
-    assert f"model.checkpoint: local path /no/such/model does not exist; data.dataset: local path {tmp_path}" in line
+def test_train_local_reports_input_problems_in_one_line_and_writes_nothing(review_data: Path, tmp_path: Path) -> None:
+    output, data = tmp_path / "out", write_bad_data("malformed-csv-in-a-folder", tmp_path, review_data)
+    done = run("train-local", *train_flags(Path("/no/such/model"), data, output))
+    line = one_error_line(done)
+    assert f"model.checkpoint: local path /no/such/model does not exist; data.dataset: cannot load '{data}'" in line
+    assert "Failed to read file" not in done.stderr, "datasets' reader logged the error before the line saying it"
     assert not output.exists(), "a run refused before training must write nothing"
 
 

@@ -1,5 +1,8 @@
 """The labelled text dataset: load it from the Hub or a local file/folder, pick splits and labels, tokenize."""
 
+import json
+import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +74,8 @@ def _as_dict(loaded: Any) -> datasets.DatasetDict:
 
 def load_splits(settings: DataSettings) -> datasets.DatasetDict:
     """All splits of the dataset, from a local path or the Hugging Face Hub."""
+    # datasets' file readers log "Failed to read file ..." before they raise; the DataError says it in one line
+    logging.getLogger("datasets.packaged_modules").setLevel(logging.CRITICAL)
     try:
         if is_local_reference(settings.dataset):
             return _load_local(settings.dataset)
@@ -80,9 +85,85 @@ def load_splits(settings: DataSettings) -> datasets.DatasetDict:
     except Exception as error:  # datasets raises many types; the person needs the dataset and the reason
         if "corresponds to no data" in str(error):  # datasets' words for a file with a header and no rows
             raise DataError(f"data.dataset: {settings.dataset!r} is empty: it has no rows") from error
-        if isinstance(error, datasets.exceptions.DatasetGenerationError) and error.__cause__:
-            error = error.__cause__  # the parser's reason (a malformed CSV or JSON line), not "an error occurred"
-        raise DataError(cannot_load("data.dataset", settings.dataset, error)) from error
+        reason = _parser_reason(error)
+        culprit = _culprit(settings.dataset) if is_local_reference(settings.dataset) else None
+        if culprit is not None:
+            raise DataError(f"data.dataset: cannot load {settings.dataset!r}: {culprit}") from error
+        if isinstance(reason, datasets.table.CastError):  # its first line is "Couldn't cast"
+            columns = reason.details()
+            raise DataError(f"data.dataset: the files of {settings.dataset!r} differ in columns: {columns}") from error
+        raise DataError(cannot_load("data.dataset", settings.dataset, reason)) from error
+
+
+def _parser_reason(error: Exception) -> Exception:
+    """The parser's reason (a malformed CSV or JSON line) rather than datasets' "an error occurred"."""
+    if isinstance(error, datasets.exceptions.DatasetGenerationError) and isinstance(error.__cause__, Exception):
+        return error.__cause__
+    return error
+
+
+def _culprit(reference: str) -> str | None:
+    """The first of a local dataset's files that does not read on its own, and why, with the line for JSON: a failed
+    load of a folder names no file, and a JSON parser's reason names no line. Reads the files again, so it runs only
+    once a load has failed; streamed, so nothing is cached or held in memory."""
+    path = Path(reference).expanduser()
+    for builder, file in _data_files(path):
+        where = "" if file == path else f"{os.path.relpath(file, path)}: "  # the folder is named already
+        problem = _file_problem(builder, file)
+        if problem is not None:
+            return where + problem
+    return None
+
+
+def _file_problem(builder: str, file: Path) -> str | None:
+    """Why one data file does not read on its own with datasets' `builder`, or None when it does."""
+    try:
+        if file.stat().st_size == 0:
+            return "the file is empty"
+        problem = _json_syntax(file) if builder == "json" else None
+        if problem is None:
+            for _ in datasets.load_dataset(builder, data_files=str(file), split="train", streaming=True):
+                pass
+    except OSError as error:  # unreadable: the reason without the path, which the message has already
+        return error.strerror or first_line(error)
+    except Exception as error:
+        return first_line(_parser_reason(error))
+    return problem
+
+
+def _data_files(path: Path) -> list[tuple[str, Path]]:
+    """(builder, file) for each file a load of `path` reads: the file itself, or the split files datasets picks in a
+    folder (it ignores files of other types there)."""
+    if path.is_file():
+        builder = BUILDERS.get(path.suffix.lower())
+        return [] if builder is None else [(builder, path)]
+    try:
+        resolved = datasets.load_dataset_builder(str(path))
+    except Exception:
+        return []
+    return [(resolved.name, Path(file)) for files in (resolved.config.data_files or {}).values() for file in files]
+
+
+def _json_syntax(file: Path) -> str | None:
+    """Where a JSON Lines file (or a JSON document over many lines) stops being JSON, lines counted from 1."""
+    try:
+        with file.open(encoding="utf-8") as lines:
+            numbered = ((number, line) for number, line in enumerate(lines, 1) if line.strip())
+            for count, (number, line) in enumerate(numbered):
+                try:
+                    json.loads(line.rstrip("\r\n"))  # an error at the line's end, not at "line 2 column 1"
+                except json.JSONDecodeError as error:
+                    if count > 0:  # JSON Lines until here
+                        return f"line {number}: {error.msg} (column {error.colno})"
+                    break  # not JSON Lines from its first line: one document, parsed whole below
+            else:
+                return None
+        json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        return f"line {error.lineno}: {error.msg} (column {error.colno})"
+    except UnicodeDecodeError as error:
+        return f"not UTF-8 text (byte {error.start} cannot be decoded)"
+    return None
 
 
 def _pick_eval(
