@@ -109,19 +109,21 @@ def _culprit(reference: str) -> str | None:
     path = Path(reference).expanduser()
     for builder, file in _data_files(path):
         where = "" if file == path else f"{os.path.relpath(file, path)}: "  # the folder is named already
-        problem = _file_problem(builder, file)
+        # A single file's failed load already gave its parser's reason: it is not read through again for it.
+        problem = _file_problem(builder, file, read_through=file != path)
         if problem is not None:
             return where + problem
     return None
 
 
-def _file_problem(builder: str, file: Path) -> str | None:
-    """Why one data file does not read on its own with datasets' `builder`, or None when it does."""
+def _file_problem(builder: str, file: Path, read_through: bool) -> str | None:
+    """Why one data file does not read: empty, not JSON where it should be, or (`read_through`) the reason datasets'
+    `builder` gives when it reads the file alone; None when none of these finds a problem."""
     try:
         if file.stat().st_size == 0:
             return "the file is empty"
         problem = _json_syntax(file) if builder == "json" else None
-        if problem is None:
+        if problem is None and read_through:
             for _ in datasets.load_dataset(builder, data_files=str(file), split="train", streaming=True):
                 pass
     except OSError as error:  # unreadable: the reason without the path, which the message has already
