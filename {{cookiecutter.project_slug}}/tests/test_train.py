@@ -195,11 +195,15 @@ def resume_flags(checkpoint: Path, data: Path, output: Path, *extra: str) -> lis
 
 
 def newest_complete_step(checkpoints: Path) -> int:
-    """The step of the newest checkpoint whose save finished (its trainer_state.json is written last); 0: none yet."""
-    steps = [
-        int(state.parent.name.removeprefix("checkpoint-"))
-        for state in checkpoints.glob("checkpoint-*/trainer_state.json")
-    ]
+    """The step of the newest checkpoint whose save finished: its trainer_state.json, written last, holds JSON (a kill
+    can land while it is still empty); 0: none yet."""
+    steps = []
+    for state in checkpoints.glob("checkpoint-*/trainer_state.json"):
+        try:
+            json.loads(state.read_text())
+        except (OSError, ValueError):
+            continue
+        steps.append(int(state.parent.name.removeprefix("checkpoint-")))
     return max(steps, default=0)
 
 
@@ -258,8 +262,11 @@ def test_a_resumed_run_reports_the_train_loss_of_the_whole_run(
     assert whole["global_step"] == 12
     for step in (8, 12):
         whole_run, output = tmp_path / "whole" / checkpoints.CHECKPOINTS, tmp_path / f"from-{step}"
-        kept = output / checkpoints.CHECKPOINTS  # that checkpoint alone, in a run not marked finished
+        kept = output / checkpoints.CHECKPOINTS  # that checkpoint, in a run not marked finished
         shutil.copytree(whole_run / f"checkpoint-{step}", kept / f"checkpoint-{step}")
+        if step == 8:  # and the next one as a kill mid-save leaves it: trainer_state.json created, still empty
+            shutil.copytree(whole_run / "checkpoint-12", kept / "checkpoint-12")
+            (kept / "checkpoint-12" / "trainer_state.json").write_text("")
         run_record = json.loads((whole_run / checkpoints.RUN_FILE).read_text())
         (kept / checkpoints.RUN_FILE).write_text(json.dumps({**run_record, "finished": False}))
         resumed = train(load_settings(train_flags(tiny_checkpoint, review_data, output, *flags), environ={}))
@@ -273,7 +280,9 @@ def fake_run(output: Path, steps: list[int], record: dict[str, Any] | None) -> P
     for step in steps:
         (folder / f"checkpoint-{step}").mkdir(parents=True)
         (folder / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
-    (folder / "checkpoint-12").mkdir(parents=True)  # a save cut short: no trainer_state.json
+    (folder / "checkpoint-12").mkdir(parents=True)  # saves cut short: no trainer_state.json, or an empty one
+    (folder / "checkpoint-16").mkdir(parents=True)
+    (folder / "checkpoint-16" / "trainer_state.json").touch()
     if record is not None:
         (folder / checkpoints.RUN_FILE).write_text(json.dumps(record))
     return folder
@@ -299,6 +308,10 @@ def test_the_rerun_plan(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     plan = checkpoints.plan(settings)
     if case == "unfinished-same":
         assert (plan.resume_from, plan.resume_step) == (folder / "checkpoint-8", 8)
+        assert "removing checkpoint-12, checkpoint-16" in (plan.note or "")
+        checkpoints.start(plan, settings)
+        # The Trainer would take the others for its own (rotation keeps the highest steps): only complete ones stay.
+        assert sorted(path.name for path in folder.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-8"]
     else:
         assert (plan.resume_from, plan.resume_step) == (None, 0)
         checkpoints.start(plan, settings)

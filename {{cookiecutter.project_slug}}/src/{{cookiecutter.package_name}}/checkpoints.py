@@ -2,7 +2,9 @@
 
 Beside the Trainer's checkpoints, `run.json` keeps the settings that shape the model (model, data and the
 hyperparameters) and whether the run finished. A rerun:
-- resumes from the last complete checkpoint when the run is unfinished and those settings are unchanged;
+- resumes from the last complete checkpoint when the run is unfinished and those settings are unchanged, and removes
+  the checkpoints whose save was cut short (a kill or a preempted machine mid-save), which the Trainer would take for
+  its own;
 - starts afresh when the run finished (the finished model stays in place until the new one is saved), when there
   are no checkpoints, or with `training.resume false`;
 - is refused, in one line naming `--training.resume false`, when an unfinished run had other settings: its
@@ -37,12 +39,20 @@ class Plan:
     note: str | None  # what a person should hear about the choice
     # The step resumed from, read now: checkpoint rotation may delete that checkpoint during the run.
     resume_step: int = 0
+    cut_short: tuple[Path, ...] = ()  # checkpoint folders of saves that did not finish, removed when resuming
 
 
 def checkpoint_step(path: Path) -> int | None:
-    """The step of a complete checkpoint; the Trainer writes trainer_state.json last, so a save cut short has none."""
+    """The step of a complete checkpoint. The Trainer writes trainer_state.json last, and in place: a save cut short
+    has none, or an empty or partial one."""
     step = path.name.removeprefix(CHECKPOINT_PREFIX)
-    return int(step) if step.isdigit() and (path / "trainer_state.json").is_file() else None
+    if not step.isdigit():
+        return None
+    try:
+        state = json.loads((path / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return int(step) if isinstance(state, dict) else None
 
 
 def last_checkpoint(checkpoints: Path) -> Path | None:
@@ -90,13 +100,18 @@ def plan(settings: Settings) -> Plan:
             f"{checkpoints} holds an unfinished run with {what}: rerun with its settings to resume it, or pass "
             "--training.resume false to start afresh (its checkpoints are then deleted)"
         )
-    return Plan(checkpoints, last, f"resuming from {last}", checkpoint_step(last) or 0)
+    saves = sorted(checkpoints.glob(f"{CHECKPOINT_PREFIX}*"))
+    cut_short = tuple(path for path in saves if checkpoint_step(path) is None)
+    removing = f" (removing {', '.join(path.name for path in cut_short)}: saves cut short)" if cut_short else ""
+    return Plan(checkpoints, last, f"resuming from {last}{removing}", checkpoint_step(last) or 0, cut_short)
 
 
 def start(chosen: Plan, settings: Settings) -> None:
     """Clear the checkpoints of a run that is not continued, and record this run's settings (main process only)."""
     if chosen.resume_from is None:
         shutil.rmtree(chosen.checkpoints, ignore_errors=True)
+    for folder in chosen.cut_short:
+        shutil.rmtree(folder, ignore_errors=True)
     chosen.checkpoints.mkdir(parents=True, exist_ok=True)
     record = {"settings": shaping_settings(settings), "finished": False}
     (chosen.checkpoints / RUN_FILE).write_text(json.dumps(record, indent=2) + "\n")
