@@ -319,6 +319,25 @@ def test_the_rerun_plan(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert plan.note
 
 
+def test_a_kill_while_recording_the_run_leaves_the_previous_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run.json emptied by a kill mid-write would refuse every rerun ("settings this version cannot read")."""
+    monkeypatch.chdir(PROJECT)
+    settings = load_settings(["--training.output_dir", str(tmp_path), "--model.checkpoint", "./base"], environ={})
+    folder = fake_run(tmp_path, [4, 8], {"settings": checkpoints.shaping_settings(settings), "finished": False})
+
+    def killed_mid_write(path: Path, *args: Any, **kwargs: Any) -> int:
+        path.write_bytes(b"")  # opened for writing, killed before a byte went in
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "write_text", killed_mid_write)
+        with pytest.raises(KeyboardInterrupt):
+            checkpoints.finish(folder)
+    assert checkpoints.plan(settings).resume_from == folder / "checkpoint-8"  # still the unfinished run, resumable
+
+
 def test_two_cpu_processes_train_one_model(tiny_checkpoint: Path, review_data: Path, tmp_path: Path) -> None:
     # accelerate's `--cpu --num_processes 2` starts one process (its multi-CPU path needs mpirun); `--multi_gpu`
     # on a machine without a GPU starts two through torchrun, and the Trainer joins them in a gloo DDP group.

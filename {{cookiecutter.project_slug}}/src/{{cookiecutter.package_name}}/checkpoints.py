@@ -79,6 +79,14 @@ def _read_run(checkpoints: Path) -> dict[str, Any] | None:
     return run if isinstance(run, dict) and isinstance(run.get("settings"), dict) else None
 
 
+def _write_run(checkpoints: Path, run: dict[str, Any]) -> None:
+    """run.json replaced whole: a kill while writing leaves the previous record, not an empty file that would refuse
+    every rerun as "settings this version cannot read"."""
+    partial = checkpoints / f"{RUN_FILE}.partial"
+    partial.write_text(json.dumps(run, indent=2) + "\n")
+    partial.replace(checkpoints / RUN_FILE)
+
+
 def plan(settings: Settings) -> Plan:
     """What this run does with the output folder's checkpoints; raises RunError when it must not touch them."""
     checkpoints = settings.training.output_dir / CHECKPOINTS
@@ -113,11 +121,10 @@ def start(chosen: Plan, settings: Settings) -> None:
     for folder in chosen.cut_short:
         shutil.rmtree(folder, ignore_errors=True)
     chosen.checkpoints.mkdir(parents=True, exist_ok=True)
-    record = {"settings": shaping_settings(settings), "finished": False}
-    (chosen.checkpoints / RUN_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    _write_run(chosen.checkpoints, {"settings": shaping_settings(settings), "finished": False})
 
 
 def finish(checkpoints: Path) -> None:
     """Mark the run finished: a rerun trains afresh instead of resuming it."""
     run = _read_run(checkpoints) or {"settings": {}}
-    (checkpoints / RUN_FILE).write_text(json.dumps({**run, "finished": True}, indent=2) + "\n")
+    _write_run(checkpoints, {**run, "finished": True})
